@@ -12,8 +12,11 @@ $(RUNVENV)/.installed: pyproject.toml
 	$(RUNVENV)/bin/pip install -q -e .
 	touch $@
 
+SAMPLES = sidecar/data/samples
 demo: $(RUNVENV)/.installed
-	$(RUNVENV)/bin/bnn-sidecar demo
+	$(RUNVENV)/bin/bnn-sidecar flows --no-records --input $(SAMPLES)/horizontal-portscan.conn.log \
+	    $(SAMPLES)/vertical-portscan.conn.json.log $(SAMPLES)/ctu-sme-11.conn.log.labeled.gz \
+	    $(SAMPLES)/slips-test6-malicious.eve.json.gz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
