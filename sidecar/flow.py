@@ -11,7 +11,7 @@ columns). Never fill a missing value with 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,7 @@ class FlowBatch:
     @classmethod
     def from_columns(
         cls,
-        columns: dict[str, Sequence[Any] | np.ndarray],
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         source: str,
         n: int | None = None,
         label: Sequence[Any] | np.ndarray | None = None,

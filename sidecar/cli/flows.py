@@ -23,6 +23,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", default="-", help="output file for JSON lines, '-' for stdout")
     p.add_argument("--no-records", action="store_true", help="only print the summary")
     p.add_argument("--schema", action="store_true", help="print the canonical record table and exit")
+    p.add_argument("--follow", action="store_true", help="follow one growing conn.log/eve.json (rotation-safe)")
+    p.add_argument("--checkpoint", help="with --follow: checkpoint file for exact resume after a crash")
+    p.add_argument("--poll", type=float, default=0.2, help="with --follow: seconds between polls")
+    p.add_argument("--idle-exit", type=float, default=0.0, help="with --follow: exit after this many idle seconds (0: never)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.input:
         raise InputError("flows needs --input PATH...")
+    if args.follow:
+        from sidecar.cli.follow_flows import follow
+
+        return follow(args)
     out: IO[bytes] | None = None
     if not args.no_records:
         out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115

@@ -1,0 +1,162 @@
+"""Follow a growing log file (``tail -F``) with rotation and an atomic checkpoint.
+
+* Complete lines only: a partial last line is held until its newline arrives.
+* Rotation by rename (Zeek: ``conn.log`` → ``conn.<ts>.log``, Suricata's default):
+  the old file is read to its end through the open descriptor, then the new file
+  at the path is opened from offset 0.
+* Copy-truncate (Suricata/logrotate ``copytruncate``): the file shrinks below our
+  offset, so reading restarts at 0.
+* Checkpoint: ``{inode, offset, header, out_offset}`` written atomically (temp file,
+  fsync, ``os.replace``). ``offset`` only ever covers lines the caller has fully
+  handled, so after ``kill -9`` a restart resumes exactly there; the caller
+  (``flows --follow``) truncates its output to ``out_offset`` so records written
+  after the last checkpoint are not duplicated. If the file was rotated while we
+  were down, the rest of the old file is found by inode in the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+
+
+@dataclass
+class FollowState:
+    inode: int = -1
+    offset: int = 0
+    header: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(path: Path) -> FollowState | None:
+    try:
+        d = json.loads(path.read_text())
+        return FollowState(int(d["inode"]), int(d["offset"]), list(d.get("header", [])), dict(d.get("extra", {})))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
+        return None
+
+
+def save_checkpoint(path: Path, st: FollowState) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps({"inode": st.inode, "offset": st.offset, "header": st.header, "extra": st.extra})
+    with open(tmp, "w") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Follower:
+    """Yields new complete lines of ``path`` on each :meth:`poll`.
+
+    ``state.offset`` is advanced by :meth:`commit`, not by :meth:`poll`: the caller
+    commits after it has written what the lines became.
+    """
+
+    def __init__(self, path: str | Path, state: FollowState | None = None) -> None:
+        self.path = Path(path)
+        self.state = state or FollowState()
+        self._fh: IO[bytes] | None = None
+        self._pending = b""
+        self._read_to = self.state.offset  # offset of the end of lines handed out
+        self._resume_old()
+
+    def _resume_old(self) -> None:
+        """Open the file the checkpoint points to (maybe rotated away) at its offset."""
+        if self.state.inode < 0:
+            return
+        cand = [self.path, *sorted(self.path.parent.glob(self.path.stem + "*"))]
+        for p in cand:
+            try:
+                if p.stat().st_ino == self.state.inode:
+                    self._fh = open(p, "rb")  # noqa: SIM115
+                    size = os.fstat(self._fh.fileno()).st_size
+                    if size < self.state.offset:  # truncated while we were down
+                        self.state.offset = 0
+                        self.state.header = []
+                    self._fh.seek(self.state.offset)
+                    self._read_to = self.state.offset
+                    return
+            except OSError:
+                continue
+        log.warning("checkpointed file (inode %d) is gone; starting %s from 0", self.state.inode, self.path)
+        self.state = FollowState(extra=self.state.extra)
+        self._read_to = 0
+
+    def _open_current(self) -> bool:
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        self._fh = fh
+        self.state.inode = os.fstat(fh.fileno()).st_ino
+        self.state.offset = 0
+        self.state.header = []
+        self._read_to = 0
+        self._pending = b""
+        return True
+
+    def poll(self, max_bytes: int = 4 << 20) -> list[bytes]:
+        if self._fh is None and not self._open_current():
+            return []
+        assert self._fh is not None
+        st = os.fstat(self._fh.fileno())
+        if st.st_size < self._read_to:  # copy-truncate
+            log.info("%s was truncated; reading from 0", self.path)
+            self._fh.seek(0)
+            self.state.offset = self._read_to = 0
+            self.state.header = []
+            self._pending = b""
+        chunk = self._fh.read(max_bytes)
+        if not chunk:
+            try:
+                rotated = self.path.stat().st_ino != self.state.inode
+            except FileNotFoundError:
+                rotated = False
+            if rotated:
+                log.info("%s was rotated; switching to the new file", self.path)
+                if self._pending:
+                    log.warning("dropping %d bytes of unterminated last line of the rotated file", len(self._pending))
+                self._fh.close()
+                self._fh = None
+                self._open_current()
+            return []
+        data = self._pending + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._pending = data
+            if len(self._pending) > MAX_LINE:
+                # keep memory bounded: hand the oversized line out; the reader counts it as a skip
+                lines, self._pending = [self._pending], b""
+                self._read_to += len(lines[0])
+                return lines
+            return []
+        done, self._pending = data[: cut + 1], data[cut + 1 :]
+        self._read_to += len(done)
+        lines = done.splitlines(keepends=True)
+        for ln in lines:
+            if ln.startswith(b"#"):
+                if ln.startswith(b"#separator"):
+                    self.state.header = []
+                self.state.header.append(ln.decode("utf-8", "replace"))
+        return lines
+
+    def commit(self) -> None:
+        """Mark every line returned so far as handled."""
+        self.state.offset = self._read_to
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
