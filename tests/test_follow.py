@@ -45,7 +45,7 @@ def test_kill9_resume_rotation_zero_loss_zero_dup(shared: Path, tmp_path: Path) 
                 fh.flush()
                 time.sleep(0.001)
                 fh.write(ln[10:])
-            if i in (40, 100) and part == 0 or (i == 70 and part == 1):
+            if (i in (40, 100) and part == 0) or (i == 70 and part == 1):
                 time.sleep(0.1)
                 child.send_signal(signal.SIGKILL)
                 child.wait(timeout=10)
