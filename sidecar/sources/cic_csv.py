@@ -1,0 +1,398 @@
+"""Reader for CICFlowMeter CSV files (every header dialect) -> canonical :class:`FlowBatch`.
+
+Dialects handled (header names are normalised to the CSE-CIC-IDS2018 names, e.g.
+``Dst Port``, ``Tot Fwd Pkts``, ``TotLen Fwd Pkts``, by :data:`ALIASES` and a
+snake_case key match):
+
+* CSE-CIC-IDS2018 (79/80/84 columns, ``Dst Port``, ``Tot Fwd Pkts``...);
+* CIC-IDS2017 ``GeneratedLabelledFlows`` / ``MachineLearningCSV`` (names with leading
+  spaces, ``Destination Port``, ``Total Fwd Packets``, ``Total Length of Fwd Packets``);
+* the 2022 "improved" re-extraction (``Total Fwd Packet``, ``Attempted Category``...);
+* the PyPI ``cicflowmeter`` snake_case output (``dst_port``, ``tot_fwd_pkts``), whose
+  ``flow_duration`` is already in SECONDS (the Java tool writes microseconds).
+
+Canonical mapping: ``duration`` = Flow Duration / 1e6 s, ``orig_pkts``/``resp_pkts`` =
+Tot Fwd/Bwd Pkts, ``orig_bytes``/``resp_bytes`` = TotLen Fwd/Bwd Pkts (payload bytes),
+IP bytes and TCP flag bitmasks are missing (CIC has only per-flag counts). All other
+numeric CIC columns go to ``FlowBatch.extra`` (float64) under the canonical CIC name.
+Rows with ``Infinity``/``NaN`` in a numeric field, repeated header rows, rows with the
+wrong column count and unparseable numbers are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sidecar.flow import FlowBatch
+from sidecar.sources.base import ReadStats
+
+SOURCE = "cic-csv"
+
+#: Canonical (CSE-CIC-IDS2018) column names.
+CANONICAL: tuple[str, ...] = (
+    "Flow ID",
+    "Src IP",
+    "Src Port",
+    "Dst IP",
+    "Dst Port",
+    "Protocol",
+    "Timestamp",
+    "Flow Duration",
+    "Tot Fwd Pkts",
+    "Tot Bwd Pkts",
+    "TotLen Fwd Pkts",
+    "TotLen Bwd Pkts",
+    "Fwd Pkt Len Max",
+    "Fwd Pkt Len Min",
+    "Fwd Pkt Len Mean",
+    "Fwd Pkt Len Std",
+    "Bwd Pkt Len Max",
+    "Bwd Pkt Len Min",
+    "Bwd Pkt Len Mean",
+    "Bwd Pkt Len Std",
+    "Flow Byts/s",
+    "Flow Pkts/s",
+    "Flow IAT Mean",
+    "Flow IAT Std",
+    "Flow IAT Max",
+    "Flow IAT Min",
+    "Fwd IAT Tot",
+    "Fwd IAT Mean",
+    "Fwd IAT Std",
+    "Fwd IAT Max",
+    "Fwd IAT Min",
+    "Bwd IAT Tot",
+    "Bwd IAT Mean",
+    "Bwd IAT Std",
+    "Bwd IAT Max",
+    "Bwd IAT Min",
+    "Fwd PSH Flags",
+    "Bwd PSH Flags",
+    "Fwd URG Flags",
+    "Bwd URG Flags",
+    "Fwd RST Flags",
+    "Bwd RST Flags",
+    "Fwd Header Len",
+    "Bwd Header Len",
+    "Fwd Pkts/s",
+    "Bwd Pkts/s",
+    "Pkt Len Min",
+    "Pkt Len Max",
+    "Pkt Len Mean",
+    "Pkt Len Std",
+    "Pkt Len Var",
+    "FIN Flag Cnt",
+    "SYN Flag Cnt",
+    "RST Flag Cnt",
+    "PSH Flag Cnt",
+    "ACK Flag Cnt",
+    "URG Flag Cnt",
+    "CWE Flag Count",
+    "ECE Flag Cnt",
+    "Down/Up Ratio",
+    "Pkt Size Avg",
+    "Fwd Seg Size Avg",
+    "Bwd Seg Size Avg",
+    "Fwd Byts/b Avg",
+    "Fwd Pkts/b Avg",
+    "Fwd Blk Rate Avg",
+    "Bwd Byts/b Avg",
+    "Bwd Pkts/b Avg",
+    "Bwd Blk Rate Avg",
+    "Subflow Fwd Pkts",
+    "Subflow Fwd Byts",
+    "Subflow Bwd Pkts",
+    "Subflow Bwd Byts",
+    "Init Fwd Win Byts",
+    "Init Bwd Win Byts",
+    "Fwd Act Data Pkts",
+    "Fwd Seg Size Min",
+    "Active Mean",
+    "Active Std",
+    "Active Max",
+    "Active Min",
+    "Idle Mean",
+    "Idle Std",
+    "Idle Max",
+    "Idle Min",
+    "ICMP Code",
+    "ICMP Type",
+    "Total TCP Flow Time",
+    "Label",
+    "Attempted Category",
+)
+
+#: Other dialects' names -> canonical name (after stripping spaces).
+ALIASES: dict[str, str] = {
+    "Source IP": "Src IP",
+    "Source Port": "Src Port",
+    "Destination IP": "Dst IP",
+    "Destination Port": "Dst Port",
+    "Total Fwd Packets": "Tot Fwd Pkts",
+    "Total Fwd Packet": "Tot Fwd Pkts",
+    "Total Backward Packets": "Tot Bwd Pkts",
+    "Total Bwd packets": "Tot Bwd Pkts",
+    "Total Bwd Packets": "Tot Bwd Pkts",
+    "Total Length of Fwd Packets": "TotLen Fwd Pkts",
+    "Total Length of Fwd Packet": "TotLen Fwd Pkts",
+    "Total Length of Bwd Packets": "TotLen Bwd Pkts",
+    "Total Length of Bwd Packet": "TotLen Bwd Pkts",
+    "Flow Bytes/s": "Flow Byts/s",
+    "Flow Packets/s": "Flow Pkts/s",
+    "Fwd IAT Total": "Fwd IAT Tot",
+    "Bwd IAT Total": "Bwd IAT Tot",
+    "Fwd Header Length": "Fwd Header Len",
+    "Bwd Header Length": "Bwd Header Len",
+    "Fwd Header Length.1": "Fwd Header Len.1",
+    "Fwd Packets/s": "Fwd Pkts/s",
+    "Bwd Packets/s": "Bwd Pkts/s",
+    "Min Packet Length": "Pkt Len Min",
+    "Max Packet Length": "Pkt Len Max",
+    "Packet Length Min": "Pkt Len Min",
+    "Packet Length Max": "Pkt Len Max",
+    "Packet Length Mean": "Pkt Len Mean",
+    "Packet Length Std": "Pkt Len Std",
+    "Packet Length Variance": "Pkt Len Var",
+    "FIN Flag Count": "FIN Flag Cnt",
+    "SYN Flag Count": "SYN Flag Cnt",
+    "RST Flag Count": "RST Flag Cnt",
+    "PSH Flag Count": "PSH Flag Cnt",
+    "ACK Flag Count": "ACK Flag Cnt",
+    "URG Flag Count": "URG Flag Cnt",
+    "ECE Flag Count": "ECE Flag Cnt",
+    "CWR Flag Count": "CWE Flag Count",
+    "CWE Flag Cnt": "CWE Flag Count",
+    "cwr_flag_count": "CWE Flag Count",
+    "Average Packet Size": "Pkt Size Avg",
+    "Avg Fwd Segment Size": "Fwd Seg Size Avg",
+    "Fwd Segment Size Avg": "Fwd Seg Size Avg",
+    "Avg Bwd Segment Size": "Bwd Seg Size Avg",
+    "Bwd Segment Size Avg": "Bwd Seg Size Avg",
+    "Fwd Avg Bytes/Bulk": "Fwd Byts/b Avg",
+    "Fwd Bytes/Bulk Avg": "Fwd Byts/b Avg",
+    "Fwd Avg Packets/Bulk": "Fwd Pkts/b Avg",
+    "Fwd Packet/Bulk Avg": "Fwd Pkts/b Avg",
+    "Fwd Avg Bulk Rate": "Fwd Blk Rate Avg",
+    "Fwd Bulk Rate Avg": "Fwd Blk Rate Avg",
+    "Bwd Avg Bytes/Bulk": "Bwd Byts/b Avg",
+    "Bwd Bytes/Bulk Avg": "Bwd Byts/b Avg",
+    "Bwd Avg Packets/Bulk": "Bwd Pkts/b Avg",
+    "Bwd Packet/Bulk Avg": "Bwd Pkts/b Avg",
+    "Bwd Avg Bulk Rate": "Bwd Blk Rate Avg",
+    "Bwd Bulk Rate Avg": "Bwd Blk Rate Avg",
+    "Subflow Fwd Packets": "Subflow Fwd Pkts",
+    "Subflow Fwd Bytes": "Subflow Fwd Byts",
+    "Subflow Bwd Packets": "Subflow Bwd Pkts",
+    "Subflow Bwd Bytes": "Subflow Bwd Byts",
+    "Init_Win_bytes_forward": "Init Fwd Win Byts",
+    "FWD Init Win Bytes": "Init Fwd Win Byts",
+    "Init_Win_bytes_backward": "Init Bwd Win Byts",
+    "Bwd Init Win Bytes": "Init Bwd Win Byts",
+    "act_data_pkt_fwd": "Fwd Act Data Pkts",
+    "min_seg_size_forward": "Fwd Seg Size Min",
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+_SNAKE: dict[str, str] = {_snake(c): c for c in CANONICAL}
+_SNAKE.update({_snake(k): v for k, v in ALIASES.items()})
+_STRING_COLS = {"Flow ID", "Src IP", "Dst IP", "Timestamp", "Label"}
+_PROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
+_BAD_NUM = {"infinity", "-infinity", "inf", "-inf", "nan", "+infinity"}
+
+
+def canonical_name(raw: str) -> str:
+    """Canonical CIC column name for a header cell of any dialect."""
+    s = raw.strip()
+    if s in CANONICAL:
+        return s
+    if s in ALIASES:
+        return ALIASES[s]
+    return _SNAKE.get(_snake(s), s)
+
+
+_TS_FORMATS = ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %I:%M:%S %p", "%d/%m/%Y %H:%M", "%d/%m/%Y %I:%M %p")
+
+
+def parse_ts(s: str) -> float:
+    """CIC timestamp (``15/02/2018 08:25:18``, with AM/PM, or ISO) -> epoch, read as UTC; NaN if unparseable."""
+    s = s.strip()
+    if not s:
+        return math.nan
+    for fmt in _TS_FORMATS:
+        try:
+            return datetime.strptime(s, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            pass
+    try:
+        d = datetime.fromisoformat(s)
+    except ValueError:
+        return math.nan
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
+
+
+def _open_text(path: str | os.PathLike[str]) -> io.TextIOBase:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _int_or(v: str | None, default: int = -1) -> int:
+    if v is None or not v.strip():
+        return default
+    return int(float(v))
+
+
+def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 65536) -> Iterator[FlowBatch]:
+    """Read one CICFlowMeter CSV (plain or gzip); never raises on bad rows."""
+    fname = Path(path).name
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header_raw = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            stats.skip("bad-csv", where=f"{path}:1", detail=str(e))
+            return
+        stats.ignored["header"] += 1
+        names: list[str] = []
+        for h in header_raw:
+            c = canonical_name(h)
+            while c in names:
+                c += ".1"
+            names.append(c)
+        snake = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in header_raw)
+        dur_scale = 1.0 if snake else 1e-6
+        idx = {c: i for i, c in enumerate(names)}
+        ncol = len(names)
+        num_idx = [i for i, c in enumerate(names) if c not in _STRING_COLS]
+        lab_i = idx.get("Label")
+        stripped_header = [h.strip() for h in header_raw]
+
+        buf_rows: list[tuple[list[str], list[float], int]] = []
+
+        def flush() -> FlowBatch:
+            return _build(buf_rows, names, idx, num_idx, lab_i, dur_scale, fname)
+
+        lineno = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                lineno += 1
+                stats.read += 1
+                stats.skip("bad-csv", where=f"{path}:{lineno}", detail=str(e))
+                continue
+            lineno = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            stats.read += 1
+            where = f"{path}:{lineno}"
+            if [c.strip() for c in row] == stripped_header:
+                stats.skip("repeated-header", where=where)
+                continue
+            if len(row) != ncol:
+                stats.skip("bad-columns", where=where, detail=f"{len(row)} columns, want {ncol}")
+                continue
+            vals: list[float] = []
+            reason = ""
+            for i in num_idx:
+                cell = row[i].strip()
+                if not cell or cell.lower() in _BAD_NUM:  # empty = NaN as pandas writes it
+                    reason = "inf-nan"
+                    break
+                try:
+                    vals.append(float(cell))
+                except ValueError:
+                    reason = "bad-number"
+                    break
+            if not reason and any(math.isinf(v) or math.isnan(v) for v in vals):
+                reason = "inf-nan"
+            if reason:
+                stats.skip(reason, where=where, detail=",".join(row)[:200])
+                continue
+            buf_rows.append((row, vals, lineno))
+            if len(buf_rows) >= batch_size:
+                stats.emitted += len(buf_rows)
+                yield flush()
+                buf_rows = []
+        if buf_rows:
+            stats.emitted += len(buf_rows)
+            yield flush()
+
+
+def _build(
+    rows: list[tuple[list[str], list[float], int]],
+    names: list[str],
+    idx: dict[str, int],
+    num_idx: list[int],
+    lab_i: int | None,
+    dur_scale: float,
+    fname: str,
+) -> FlowBatch:
+    n = len(rows)
+    mat = np.asarray([v for _, v, _ in rows], dtype=np.float64).reshape(n, len(num_idx))
+    pos = {names[i]: k for k, i in enumerate(num_idx)}
+
+    def num(col: str) -> np.ndarray:
+        k = pos.get(col)
+        return mat[:, k].copy() if k is not None else np.full(n, np.nan)
+
+    def port(col: str) -> np.ndarray:
+        k = pos.get(col)
+        if k is None:
+            return np.full(n, -1, dtype=np.int32)
+        a = mat[:, k]
+        return np.where((a >= 0) & (a <= 65535), a, -1).astype(np.int32)
+
+    def sval(col: str) -> list[Any]:
+        i = idx.get(col)
+        if i is None:
+            return [None] * n
+        return [r[i].strip() or None for r, _, _ in rows]
+
+    proto_a = num("Protocol")
+    protos = [None if p != p else _PROTO.get(int(p), str(int(p))) for p in proto_a.tolist()]
+    ts_i = idx.get("Timestamp")
+    ts = [parse_ts(r[ts_i]) for r, _, _ in rows] if ts_i is not None else [math.nan] * n
+    fid = sval("Flow ID")
+    uid = [f if f is not None else f"{fname}:{ln}" for f, (_, _, ln) in zip(fid, rows, strict=True)]
+    cols: dict[str, Any] = {
+        "ts": np.asarray(ts, dtype=np.float64),
+        "uid": uid,
+        "orig_h": sval("Src IP"),
+        "orig_p": port("Src Port"),
+        "resp_h": sval("Dst IP"),
+        "resp_p": port("Dst Port"),
+        "proto": protos,
+        "duration": num("Flow Duration") * dur_scale,
+        "orig_pkts": num("Tot Fwd Pkts"),
+        "resp_pkts": num("Tot Bwd Pkts"),
+        "orig_bytes": num("TotLen Fwd Pkts"),
+        "resp_bytes": num("TotLen Bwd Pkts"),
+    }
+    skip = {"Src Port", "Dst Port", "Protocol", "Flow Duration"}
+    extra = {c: np.ascontiguousarray(mat[:, k]) for c, k in pos.items() if c not in skip}
+    label = [r[lab_i].strip() for r, _, _ in rows] if lab_i is not None else None
+    return FlowBatch.from_columns(cols, SOURCE, n=n, label=label, extra=extra)
