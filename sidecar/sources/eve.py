@@ -23,6 +23,7 @@ import gzip
 import os
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -38,12 +39,32 @@ TRANSPORT_HDR = {"tcp": 20, "udp": 8, "icmp": 8, "icmp6": 8}
 _PROTO = {"ipv6-icmp": "icmp6", "icmpv6": "icmp6"}
 
 
-def parse_ts(s: str) -> float:
-    """Suricata time ``2021-06-06T15:57:01.123456+0200`` -> UNIX epoch seconds."""
+def _parse_ts_full(s: str) -> float:
     d = datetime.fromisoformat(s)  # Python >= 3.11 accepts "+0200"
     if d.tzinfo is None:
         d = d.replace(tzinfo=UTC)
     return d.timestamp()
+
+
+@lru_cache(maxsize=4096)
+def _whole_seconds(base: str, tz: str) -> float:
+    return _parse_ts_full(base + tz)
+
+
+def parse_ts(s: str) -> float:
+    """Suricata time ``2021-06-06T15:57:01.123456+0200`` -> UNIX epoch seconds.
+
+    Fast path: the whole-second part (and offset) is parsed once and cached, the
+    fraction added as a float; anything else goes through ``fromisoformat``.
+    """
+    if len(s) > 20 and s[19] == "." and s[10] == "T":
+        frac_end = 20
+        n = len(s)
+        while frac_end < n and s[frac_end].isdigit():
+            frac_end += 1
+        if frac_end > 20:
+            return _whole_seconds(s[:19], s[frac_end:]) + float(s[19:frac_end])
+    return _parse_ts_full(s)
 
 
 def _num(v: Any) -> float:
