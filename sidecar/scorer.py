@@ -1,0 +1,103 @@
+"""The scorer: canonical flows → features → engine → verdicts. No I/O.
+
+All float post-processing of the engine's integer outputs happens here, once, so
+every engine that computes the same integers yields bit-identical scores and
+verdicts (see docs/ARCHITECTURE.md, "The model graph contract").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sidecar.engines.base import Engine, EngineOutput
+from sidecar.errors import ModelError
+from sidecar.features.schema import FEATURE_NAMES, extract
+from sidecar.flow import FlowBatch
+from sidecar.verdict import STAGE_CASCADE, STAGE_SCREEN, VerdictBatch
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    features: list[str]
+    families: list[str]
+    bin_scale: float
+    bin_offset: float
+    s2_scale: float
+    s2_offset: float
+    threshold1: float
+    threshold2: float
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMeta:
+        try:
+            return cls(
+                features=list(json.loads(props["bnn.features"])),
+                families=list(json.loads(props["bnn.families"])),
+                bin_scale=float(props["bnn.bin_scale"]),
+                bin_offset=float(props["bnn.bin_offset"]),
+                s2_scale=float(props["bnn.s2_scale"]),
+                s2_offset=float(props["bnn.s2_offset"]),
+                threshold1=float(props["bnn.threshold1"]),
+                threshold2=float(props["bnn.threshold2"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(f"model metadata is incomplete or malformed: {exc}") from exc
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+    return out
+
+
+@dataclass
+class Scorer:
+    engine: Engine
+    meta: ModelMeta
+    model_id: str
+    flagged: Counter[str] = field(default_factory=Counter)
+    scored: int = 0
+
+    def post(self, out: EngineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Integer engine outputs → (p1, p2, malicious, class, stage)."""
+        m = self.meta
+        p1 = _sigmoid(out.bin_logit.astype(np.float64) * m.bin_scale + m.bin_offset)
+        p2_all = _sigmoid(out.stage2_logit.astype(np.float64) * m.s2_scale + m.s2_offset)
+        screen = p1 >= m.threshold1
+        p2 = np.where(screen, p2_all, np.nan)
+        mal = screen & (p2_all >= m.threshold2)
+        fam = np.asarray(out.fam_logits)
+        best_any = fam.argmax(axis=1)
+        best_attack = fam[:, 1:].argmax(axis=1) + 1 if fam.shape[1] > 1 else best_any
+        idx = np.where(mal, np.where(best_any == 0, best_attack, best_any), 0)
+        names = np.asarray(m.families, dtype=object)
+        cls = names[idx]
+        stage = np.where(screen, STAGE_CASCADE, STAGE_SCREEN).astype(np.int8)
+        return p1, p2, mal, cls, stage
+
+    def score(self, batch: FlowBatch) -> VerdictBatch:
+        x = extract(batch)
+        out = self.engine.run(x)
+        p1, p2, mal, cls, stage = self.post(out)
+        self.scored += len(batch)
+        self.flagged.update(cls[mal].tolist())
+        return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
+
+
+def make_scorer(model_path: str | Path, engine: str = "onnx") -> Scorer:
+    """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`."""
+    from sidecar.engines import load
+
+    eng = load.load_engine(model_path, engine)
+    props: dict[str, str] = eng.metadata()  # type: ignore[attr-defined]
+    meta = ModelMeta.from_props(props)
+    if tuple(meta.features) != FEATURE_NAMES:
+        raise ModelError(
+            f"{model_path}: model features {meta.features} do not match this sidecar's feature schema "
+            f"{list(FEATURE_NAMES)}; retrain or upgrade"
+        )
+    return Scorer(eng, meta, load.sha256_file(model_path)[:12])
