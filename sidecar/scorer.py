@@ -93,7 +93,7 @@ def make_scorer(model_path: str | Path, engine: str = "onnx") -> Scorer:
     from sidecar.engines import load
 
     eng = load.load_engine(model_path, engine)
-    props: dict[str, str] = eng.metadata()  # type: ignore[attr-defined]
+    props: dict[str, str] = eng.metadata()
     meta = ModelMeta.from_props(props)
     if tuple(meta.features) != FEATURE_NAMES:
         raise ModelError(
