@@ -12,11 +12,8 @@ $(RUNVENV)/.installed: pyproject.toml
 	$(RUNVENV)/bin/pip install -q -e .
 	touch $@
 
-SAMPLES = sidecar/data/samples
 demo: $(RUNVENV)/.installed
-	$(RUNVENV)/bin/bnn-sidecar flows --no-records --input $(SAMPLES)/horizontal-portscan.conn.log \
-	    $(SAMPLES)/vertical-portscan.conn.json.log $(SAMPLES)/ctu-sme-11.conn.log.labeled.gz \
-	    $(SAMPLES)/slips-test6-malicious.eve.json.gz
+	$(RUNVENV)/bin/bnn-sidecar demo --out-dir demo-out
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -288,3 +288,17 @@ else:
         n2 = sum(len(b) for b in zeek_json.read_lines(lines, st2))
         assert n2 == st2.emitted <= st2.read
         assert st2.read == st2.emitted + sum(st2.skipped.values())
+
+
+def test_inf_and_nan_ports_are_counted_skips_not_crashes(shared: Path) -> None:
+    from sidecar.sources.zeek_tsv import read_lines
+
+    lines = (shared / "zeek/slips/horizontal-portscan.conn.log").read_bytes().splitlines(keepends=True)
+    head = [ln for ln in lines if ln.startswith(b"#")]
+    body = [ln for ln in lines if not ln.startswith(b"#")]
+    a, b = body[0].split(b"\t"), body[1].split(b"\t")
+    a[3], b[5] = b"inf", b"nan"
+    st = ReadStats()
+    n = sum(len(x) for x in read_lines([*head, b"\t".join(a), b"\t".join(b), *body[2:]], st))
+    assert n == len(body) - 2
+    assert sum(st.skipped.values()) == 2

@@ -21,6 +21,8 @@ from sidecar.sources.zeek_tsv import (
     DETAIL_NAMES,
     FLOAT_COLS,
     LABEL_NAMES,
+    MAX_COUNT,
+    MAX_DURATION,
     MAX_LINE,
     NAME_MAP,
     PORT_COLS,
@@ -64,6 +66,24 @@ def parse_ts(v: Any) -> float:
 
 
 def _num(v: Any, col: str) -> Any:
+    t = type(v)
+    if t is int and col in PORT_COLS:
+        if 0 <= v <= 65535:
+            return v
+        raise BadValue(f"bad-port:{col}")
+    if (t is int or t is float) and col != "ts" and col not in PORT_COLS:
+        # same as parse_float(repr(float(v)), col): repr round-trips exactly
+        f = float(v)
+        if f != f or f in (math.inf, -math.inf):
+            raise BadValue(f"bad-number:{col}")
+        if f < 0:
+            raise BadValue(f"negative:{col}")
+        if col == "duration":
+            if f > MAX_DURATION:
+                raise BadValue("absurd:duration")
+        elif f > MAX_COUNT:
+            raise BadValue(f"absurd:{col}")
+        return f
     if isinstance(v, bool):
         raise BadValue(f"bad-number:{col}")
     if isinstance(v, (int, float)):

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from sidecar.flow import ACK, FIN, PSH, RST, SYN, FlowBatch
 from sidecar.sources.base import ReadStats
 
@@ -121,7 +123,7 @@ def parse_port(s: str, col: str) -> int:
             f = float(s)
         except ValueError:
             raise BadValue(f"bad-number:{col}") from None
-        if f != f or f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise BadValue(f"bad-number:{col}") from None
         v = int(f)
     if v < 0 or v > 65535:
@@ -230,24 +232,212 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8", errors="replace")
 
 
+class _Buf:
+    """Batch under construction: fast-path pieces plus slow-path rows, in order."""
+
+    def __init__(self, labelled: bool) -> None:
+        self.labels: list[Any] | None = [] if labelled else None  # marker only
+        self.pieces: list[FlowBatch] = []
+        self.rows: Columns | None = None
+        self.n = 0
+
+    def add(self, rec: dict[str, Any], label: str | None = None) -> None:
+        if self.rows is None:
+            self.rows = Columns(self.labels is not None)
+        self.rows.add(rec, label)
+        self.n += 1
+
+    def add_batch(self, fb: FlowBatch) -> None:
+        self._close_rows()
+        self.pieces.append(fb)
+        self.n += len(fb)
+
+    def _close_rows(self) -> None:
+        if self.rows is not None and self.rows.n:
+            self.pieces.append(self.rows.batch(SOURCE))
+        self.rows = None
+
+    def batch(self, source: str) -> FlowBatch:
+        self._close_rows()
+        return FlowBatch.concat(self.pieces)
+
+
+def _missing_mask(a: np.ndarray, unset: str, empty: str) -> np.ndarray:
+    m: np.ndarray = (a == unset) | (a == empty) | (a == "")
+    return m
+
+
+def _split_cols(lines: list[str], hdr: _Header) -> list[Any] | None:
+    """Column-major raw strings of column-checked lines (one split for the whole block)."""
+    sep, nc, n = hdr.sep, hdr.ncols, len(lines)
+    if len(sep) != 1 or not n:
+        return None
+    allp = sep.join(lines).split(sep)
+    if len(allp) != n * nc:
+        return None
+    base: list[Any] = [allp[i::nc] for i in range(nc)]
+    ci = hdr.combined
+    if ci is None:
+        return base
+    subs = [v.split() for v in base[ci]]
+    k = hdr.combined_n
+    if any(len(x) != k for x in subs):
+        return None
+    return base[:ci] + list(zip(*subs, strict=True)) + base[ci + 1 :]
+
+
+def _fast_batch(lines: list[str], hdr: _Header) -> FlowBatch | None:
+    """Vectorised conversion of column-checked lines; None if any value is bad."""
+    n = len(lines)
+    cols_t = _split_cols(lines, hdr)
+    if cols_t is None:
+        return None
+    unset, empty = hdr.unset, hdr.empty
+    miss = {unset, empty, ""}
+    dnan = dict.fromkeys(miss, "nan")
+    dneg = dict.fromkeys(miss, "-1")
+    dnone: dict[str, str | None] = dict.fromkeys(miss, None)
+    cols: dict[str, Any] = {}
+    with np.errstate(invalid="ignore"):
+        for c, i in hdr.index.items():
+            col = cols_t[i]
+            if c in FLOAT_COLS:
+                try:
+                    v = np.array(list(map(float, map(dnan.get, col, col))), dtype=np.float64)  # type: ignore[arg-type]
+                except ValueError:
+                    return None
+                ok = np.isfinite(v)
+                if not ok.all():
+                    m = np.fromiter(map(miss.__contains__, col), dtype=bool, count=n)
+                    if (~ok & ~m).any():
+                        return None
+                else:
+                    m = None
+                if c != "ts":
+                    lim = MAX_DURATION if c == "duration" else MAX_COUNT
+                    good = (v >= 0) & (v <= lim)
+                    if m is not None:
+                        good |= m
+                    if not good.all():
+                        return None
+                cols[c] = v
+            elif c in PORT_COLS:
+                try:
+                    iv = np.array(list(map(int, map(dneg.get, col, col))), dtype=np.int64)  # type: ignore[arg-type]
+                except (ValueError, OverflowError):
+                    return None
+                good = iv <= 65535
+                neg = iv < 0
+                if neg.any():
+                    m = np.fromiter(map(miss.__contains__, col), dtype=bool, count=n)
+                    good &= ~neg | m
+                if not good.all():
+                    return None
+                cols[c] = iv.astype(np.int32)
+            elif c == "proto":
+                pl = {x: (None if x in miss else x.lower()) for x in set(col)}
+                cols[c] = list(map(pl.__getitem__, col))
+            else:
+                cols[c] = list(map(dnone.get, col, col))
+    hist = cols.get("history")
+    proto = cols.get("proto")
+    if hist is not None and proto is not None:
+        fl = [flags_from_history(h, p) for h, p in zip(hist, proto, strict=True)]
+        cols["orig_flags"] = np.array([f[0] for f in fl], dtype=np.int16)
+        cols["resp_flags"] = np.array([f[1] for f in fl], dtype=np.int16)
+    labels: list[Any] | None = None
+    if hdr.label_i is not None:
+        lab_c = cols_t[hdr.label_i]
+        if hdr.detail_i is not None:
+            pairs = list(zip(lab_c, cols_t[hdr.detail_i], strict=True))
+            lm = {pr: combine_label(dnone.get(pr[0], pr[0]), dnone.get(pr[1], pr[1])) for pr in set(pairs)}
+            labels = list(map(lm.__getitem__, pairs))
+        else:
+            labels = list(map(dnone.get, lab_c, lab_c))
+    return FlowBatch.from_columns(cols, SOURCE, n=n, label=labels)
+
+
 def read_lines(
     lines: Iterable[bytes], stats: ReadStats, where: str = "", batch_size: int = 4096
 ) -> Iterator[FlowBatch]:
     """Parse Zeek TSV lines (bytes, with or without line ends) into batches."""
     hdr = _Header()
-    buf: Columns | None = None
+    buf: _Buf | None = None
     lineno = 0
+    # rows passed the column checks, not yet converted: (parts, lineno, line)
+    pend: list[str] = []
+    pend_no: list[int] = []
+
+    def flush() -> Iterator[FlowBatch]:
+        nonlocal buf
+        if not pend:
+            return
+        labelled = hdr.label_i is not None
+        if buf is None:
+            buf = _Buf(labelled)
+        elif (buf.labels is not None) != labelled:
+            yield buf.batch(SOURCE)
+            buf = _Buf(labelled)
+        fb = _fast_batch(pend, hdr)
+        if fb is not None:
+            buf.add_batch(fb)
+            stats.emitted += len(fb)
+            if buf.n >= batch_size:
+                yield buf.batch(SOURCE)
+                buf = None
+        else:
+            unset, empty = hdr.unset, hdr.empty
+            for line, ln in zip(pend, pend_no, strict=True):
+                parts = line.split(hdr.sep)
+                if hdr.combined is not None:
+                    ci = hdr.combined
+                    sub = parts[ci].split()
+                    if len(sub) != hdr.combined_n:
+                        stats.skip("column-count", where=f"{where}:{ln}", detail="combined column")
+                        continue
+                    parts[ci : ci + 1] = sub
+                rawrec: dict[str, str | None] = {}
+                for c, i in hdr.index.items():
+                    s = parts[i]
+                    rawrec[c] = None if s in (unset, empty, "") else s
+                try:
+                    rec = convert(rawrec)
+                except BadValue as e:
+                    stats.skip(str(e), where=f"{where}:{ln}", detail=line)
+                    continue
+                label = None
+                if hdr.label_i is not None:
+                    lv = parts[hdr.label_i]
+                    lab = None if lv in (unset, empty, "") else lv
+                    det = None
+                    if hdr.detail_i is not None:
+                        dv = parts[hdr.detail_i]
+                        det = None if dv in (unset, empty, "") else dv
+                    label = combine_label(lab, det)
+                if buf is None:
+                    buf = _Buf(labelled)
+                buf.add(rec, label)
+                stats.emitted += 1
+                if buf.n >= batch_size:
+                    yield buf.batch(SOURCE)
+                    buf = None
+        pend.clear()
+        pend_no.clear()
+
     for raw_line in lines:
         lineno += 1
         if len(raw_line) > MAX_LINE:
             stats.read += 1
             stats.skip("line-too-long", where=f"{where}:{lineno}")
             continue
-        line = _decode(raw_line).rstrip("\r\n")
-        if not line.strip():
+        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line and line[0] != "#" and not line[0].isspace():
+            pass  # plain data line
+        elif not line.strip():
             stats.ignored["blank"] += 1
             continue
-        if line.lstrip().startswith("#"):
+        elif line.lstrip().startswith("#"):
+            yield from flush()
             stripped = line.lstrip()
             if stripped.startswith("#separator"):
                 rest = stripped[len("#separator") :].strip()
@@ -273,53 +463,23 @@ def read_lines(
                 hdr.set_fields(val.split(hdr.sep))
             continue
         stats.read += 1
-        loc = f"{where}:{lineno}"
         if hdr.fields is None:
-            stats.skip("no-header", where=loc, detail=line)
+            stats.skip("no-header", where=f"{where}:{lineno}", detail=line)
             continue
         if not hdr.is_conn:
-            stats.skip("not-conn-log", where=loc)
+            stats.skip("not-conn-log", where=f"{where}:{lineno}")
             continue
-        parts = line.split(hdr.sep)
-        if len(parts) != hdr.ncols:
-            stats.skip("column-count", where=loc, detail=f"{len(parts)} != {hdr.ncols}")
+        sep = hdr.sep
+        nparts = line.count(sep) + 1 if len(sep) == 1 else len(line.split(sep))
+        if nparts != hdr.ncols:
+            stats.skip("column-count", where=f"{where}:{lineno}", detail=f"{nparts} != {hdr.ncols}")
             continue
-        if hdr.combined is not None:
-            ci = hdr.combined
-            sub = parts[ci].split()
-            if len(sub) != hdr.combined_n:
-                stats.skip("column-count", where=loc, detail="combined column")
-                continue
-            parts[ci : ci + 1] = sub
-        unset, empty = hdr.unset, hdr.empty
-        rawrec: dict[str, str | None] = {}
-        for c, i in hdr.index.items():
-            s = parts[i]
-            rawrec[c] = None if s in (unset, empty, "") else s
-        try:
-            rec = convert(rawrec)
-        except BadValue as e:
-            stats.skip(str(e), where=loc, detail=line)
-            continue
-        label = None
-        if hdr.label_i is not None:
-            lv = parts[hdr.label_i]
-            lab = None if lv in (unset, empty, "") else lv
-            det = None
-            if hdr.detail_i is not None:
-                dv = parts[hdr.detail_i]
-                det = None if dv in (unset, empty, "") else dv
-            label = combine_label(lab, det)
-        if buf is None:
-            buf = Columns(hdr.label_i is not None)
-        elif (buf.labels is not None) != (hdr.label_i is not None):
-            yield buf.batch(SOURCE)
-            buf = Columns(hdr.label_i is not None)
-        buf.add(rec, label)
-        stats.emitted += 1
-        if buf.n >= batch_size:
-            yield buf.batch(SOURCE)
-            buf = None
+        # the combined-column check is done per block (see _split_cols / flush)
+        pend.append(line)
+        pend_no.append(lineno)
+        if len(pend) + (buf.n if buf is not None else 0) >= batch_size:
+            yield from flush()
+    yield from flush()
     if buf is not None and buf.n:
         yield buf.batch(SOURCE)
 

@@ -1,0 +1,119 @@
+"""Training data: every CIC CSV -> feature matrix + labels, with a per-file/per-label report.
+
+:func:`load_cic` reads each file through :func:`sidecar.sources.cic_csv.read_path` and
+:func:`sidecar.features.schema.extract`, maps raw labels to families with
+:func:`sidecar.features.labels.family` (unknown labels are counted and dropped), then
+removes exact duplicates of (feature row, family) **before** any split, so no duplicate
+can sit on both sides of a train/test split. Row counts in the report are per file and
+raw label: ``read`` (rows the reader emitted), ``kept`` (known label), ``dropped_unknown``;
+``report["duplicates_removed"]`` is the global count removed by de-duplication.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sidecar.features.labels import FAMILIES, family
+from sidecar.features.schema import FEATURE_NAMES, extract
+from sidecar.sources.base import ReadStats
+from sidecar.sources.cic_csv import read_path
+
+log = logging.getLogger(__name__)
+
+DATA_ROOT = Path("/work/shared/data")
+
+
+def default_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
+    """All CIC CSVs used for training (sorted, deterministic)."""
+    r = Path(root)
+    out: list[Path] = []
+    c18 = r / "cic-ids2018"
+    out += sorted(c18.glob("*.csv.gz")) + sorted(c18.glob("*.csv"))
+    out += sorted((c18 / "variants" / "improved-2022").glob("*.csv.gz"))
+    out += sorted((c18 / "secondary-cic-ids2017").glob("*.csv.gz"))
+    out += sorted((r / "cic-ids2017-improved").glob("*.csv.gz"))
+    return out
+
+
+def load_cic(
+    paths: Iterable[str | os.PathLike[str]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """Load CIC CSVs -> ``(X float32[n,F], y_family int64[n], y_bin int64[n], feature names, report)``.
+
+    ``y_family`` indexes :data:`FAMILIES` (0 = benign); ``y_bin = y_family != 0``.
+    """
+    plist = default_paths() if paths is None else [Path(p) for p in paths]
+    fam_idx = {f: i for i, f in enumerate(FAMILIES)}
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    table: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
+    unknown_total = 0
+    for p in plist:
+        stats = ReadStats()
+        per: dict[str, dict[str, Any]] = {}
+        for batch in read_path(p, stats):
+            X = extract(batch)
+            raw = list(batch.label) if batch.label is not None else [None] * len(batch)
+            fams = [family(r) for r in raw]
+            keep = np.array([f is not None for f in fams], dtype=bool)
+            for r, f in zip(raw, fams, strict=True):
+                key = str(r)
+                row = per.setdefault(
+                    key,
+                    {"file": str(p), "label": key, "family": f, "read": 0, "kept": 0, "dropped_unknown": 0},
+                )
+                row["read"] += 1
+                if f is None:
+                    row["dropped_unknown"] += 1
+                else:
+                    row["kept"] += 1
+            xs.append(X[keep])
+            ys.append(np.array([fam_idx[f] for f in fams if f is not None], dtype=np.int64))
+        for reason, c in stats.skipped.items():
+            skipped[f"{p.name}:{reason}"] += c
+        unknown_total += sum(r["dropped_unknown"] for r in per.values())
+        table.extend(per.values())
+    F = len(FEATURE_NAMES)
+    X_all = np.concatenate(xs) if xs else np.zeros((0, F), np.float32)
+    y_all = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+    n_before = len(y_all)
+    # exact duplicates of (features, label); NaN-safe via the raw bytes of the float32 row
+    if n_before:
+        rows = np.ascontiguousarray(
+            np.concatenate([X_all.view(np.uint32), y_all[:, None].astype(np.uint32)], axis=1)
+        )
+        _, first = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel(), return_index=True)
+        first.sort()
+        X_all, y_all = X_all[first], y_all[first]
+    dups = n_before - len(y_all)
+    report: dict[str, Any] = {
+        "files": [str(p) for p in plist],
+        "rows_kept_before_dedup": n_before,
+        "duplicates_removed": dups,
+        "rows": len(y_all),
+        "unknown_dropped": unknown_total,
+        "reader_skipped": dict(skipped),
+        "family_counts": {FAMILIES[i]: int(c) for i, c in sorted(Counter(y_all.tolist()).items())},
+        "table": table,
+    }
+    log.info("load_cic: %d rows (%d duplicates removed, %d unknown dropped)", len(y_all), dups, unknown_total)
+    return X_all.astype(np.float32), y_all, (y_all != 0).astype(np.int64), list(FEATURE_NAMES), report
+
+
+def format_table(table: Sequence[dict[str, Any]]) -> str:
+    """Plain-text rendering of the per-file/per-label table."""
+    lines = [f"{'file':40s} {'label':36s} {'family':12s} {'read':>7s} {'kept':>7s} {'unk':>5s}"]
+    for r in table:
+        lines.append(
+            f"{Path(r['file']).name[:40]:40s} {r['label'][:36]:36s} {r['family']!s:12s} "
+            f"{r['read']:7d} {r['kept']:7d} {r['dropped_unknown']:5d}"
+        )
+    return "\n".join(lines)
