@@ -21,14 +21,13 @@ from sidecar.sources.zeek_tsv import (
     DETAIL_NAMES,
     FLOAT_COLS,
     LABEL_NAMES,
-    MAX_COUNT,
-    MAX_DURATION,
     MAX_LINE,
     NAME_MAP,
     PORT_COLS,
     BadValue,
     Columns,
     _safe_lines,
+    check_amount,
     combine_label,
     open_path,
     parse_float,
@@ -73,17 +72,7 @@ def _num(v: Any, col: str) -> Any:
         raise BadValue(f"bad-port:{col}")
     if (t is int or t is float) and col != "ts" and col not in PORT_COLS:
         # same as parse_float(repr(float(v)), col): repr round-trips exactly
-        f = float(v)
-        if f != f or f in (math.inf, -math.inf):
-            raise BadValue(f"bad-number:{col}")
-        if f < 0:
-            raise BadValue(f"negative:{col}")
-        if col == "duration":
-            if f > MAX_DURATION:
-                raise BadValue("absurd:duration")
-        elif f > MAX_COUNT:
-            raise BadValue(f"absurd:{col}")
-        return f
+        return check_amount(float(v), col)
     if isinstance(v, bool):
         raise BadValue(f"bad-number:{col}")
     if isinstance(v, (int, float)):

@@ -101,10 +101,17 @@ def parse_float(s: str, col: str) -> float:
         if col == "ts" and s and set(s) <= {"X", "."}:
             return math.nan  # btest-masked timestamp
         raise BadValue(f"bad-number:{col}") from None
-    if v != v or v in (math.inf, -math.inf):
-        raise BadValue(f"bad-number:{col}")
     if col == "ts":
+        if not math.isfinite(v):
+            raise BadValue(f"bad-number:{col}")
         return v
+    return check_amount(v, col)
+
+
+def check_amount(v: float, col: str) -> float:
+    """Range-check a duration/count value: finite, not negative, not absurd."""
+    if not math.isfinite(v):
+        raise BadValue(f"bad-number:{col}")
     if v < 0:
         raise BadValue(f"negative:{col}")
     if col == "duration":
