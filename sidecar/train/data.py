@@ -27,7 +27,7 @@ from sidecar.sources.cic_csv import read_path
 
 log = logging.getLogger(__name__)
 
-DATA_ROOT = Path("/work/shared/data")
+DATA_ROOT = Path(os.environ.get("BNN_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
 def default_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
