@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from sidecar.errors import ProtocolError
 
@@ -137,19 +137,25 @@ _TIMESPAN_RE = re.compile(r"(-?\d+)(ns|us|ms|s|min|h|d)")
 
 
 @dataclass(frozen=True)
-class Timespan(BrokerValue):
-    """A duration, kept exactly as integer nanoseconds (``"1500ms"`` -> 1_500_000_000)."""
+class _Nanoseconds(BrokerValue):
+    """Shared by timespan and timestamp: an exact integer count of nanoseconds."""
 
     nanoseconds: int
-    TAG: ClassVar[str] = "timespan"
 
     @classmethod
-    def from_seconds(cls, seconds: float) -> Timespan:
+    def from_seconds(cls, seconds: float) -> Self:
         return cls(round(seconds * 10**9))
 
     @property
     def seconds(self) -> float:
         return self.nanoseconds / 10**9
+
+
+@dataclass(frozen=True)
+class Timespan(_Nanoseconds):
+    """A duration, kept exactly as integer nanoseconds (``"1500ms"`` -> 1_500_000_000)."""
+
+    TAG: ClassVar[str] = "timespan"
 
     @classmethod
     def from_data(cls, data: Any) -> Timespan:
@@ -172,19 +178,10 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
-class Timestamp(BrokerValue):
+class Timestamp(_Nanoseconds):
     """A UTC point in time, kept as integer nanoseconds since the Unix epoch."""
 
-    nanoseconds: int
     TAG: ClassVar[str] = "timestamp"
-
-    @classmethod
-    def from_seconds(cls, seconds: float) -> Timestamp:
-        return cls(round(seconds * 10**9))
-
-    @property
-    def seconds(self) -> float:
-        return self.nanoseconds / 10**9
 
     @classmethod
     def from_data(cls, data: Any) -> Timestamp:
