@@ -1,0 +1,1 @@
+"""Transports that move flow and verdict batches between processes (ZeroMQ, WebSocket)."""
