@@ -65,32 +65,52 @@ class VerdictBatch:
             batches[0].model if batches else "",
         )
 
+    def lists(self, idx: np.ndarray | None = None, digits: int | None = None) -> dict[str, list[Any]]:
+        """The verdict columns as Python lists (rows ``idx``, default all), missing values as ``None``:
+        NaN ``ts``/``score2`` and negative ports become ``None``. Sinks format rows from these lists
+        instead of each re-deriving them. ``digits`` rounds ``score``/``score2``."""
+        v = self if idx is None else self.take(idx)
+        f = v.flows
+
+        def _nan_none(a: np.ndarray) -> list[Any]:
+            return [None if x != x else x for x in a.tolist()]
+
+        def _port(a: np.ndarray) -> list[Any]:
+            return [None if x < 0 else x for x in a.tolist()]
+
+        score = v.score if digits is None else np.round(v.score, digits)
+        score2 = v.score2 if digits is None else np.round(v.score2, digits)
+        return {
+            "ts": _nan_none(f["ts"]),
+            "uid": f["uid"].tolist(),
+            "orig_h": f["orig_h"].tolist(),
+            "orig_p": _port(f["orig_p"]),
+            "resp_h": f["resp_h"].tolist(),
+            "resp_p": _port(f["resp_p"]),
+            "proto": f["proto"].tolist(),
+            "score": score.tolist(),
+            "score2": _nan_none(score2),
+            "malicious": v.malicious.tolist(),
+            "cls": v.cls.tolist(),
+            "stage": v.stage.tolist(),
+        }
+
     def iter_json(self) -> Iterator[dict[str, Any]]:
         """Verdict rows in the ``score`` output schema (Zeek-style ``id.*`` keys)."""
-        f = self.flows
-        ts = f["ts"].tolist()
-        uid = f["uid"].tolist()
-        oh, op = f["orig_h"].tolist(), f["orig_p"].tolist()
-        rh, rp = f["resp_h"].tolist(), f["resp_p"].tolist()
-        proto = f["proto"].tolist()
-        score = np.round(self.score, 6).tolist()
-        score2 = np.round(self.score2, 6).tolist()
-        mal = self.malicious.tolist()
-        cls = self.cls.tolist()
-        stage = self.stage.tolist()
+        c = self.lists(digits=6)
         for i in range(len(self)):
             yield {
-                "ts": None if ts[i] != ts[i] else ts[i],
-                "uid": uid[i],
-                "id.orig_h": oh[i],
-                "id.orig_p": None if op[i] < 0 else op[i],
-                "id.resp_h": rh[i],
-                "id.resp_p": None if rp[i] < 0 else rp[i],
-                "proto": proto[i],
-                "score": score[i],
-                "score2": None if score2[i] != score2[i] else score2[i],
-                "malicious": mal[i],
-                "class": cls[i],
-                "stage": stage[i],
+                "ts": c["ts"][i],
+                "uid": c["uid"][i],
+                "id.orig_h": c["orig_h"][i],
+                "id.orig_p": c["orig_p"][i],
+                "id.resp_h": c["resp_h"][i],
+                "id.resp_p": c["resp_p"][i],
+                "proto": c["proto"][i],
+                "score": c["score"][i],
+                "score2": c["score2"][i],
+                "malicious": c["malicious"][i],
+                "class": c["cls"][i],
+                "stage": c["stage"][i],
                 "model": self.model,
             }

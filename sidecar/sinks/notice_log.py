@@ -9,7 +9,6 @@ framework: the identifier ``"<orig_h>-<class>"`` is noticed at most once per
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -164,46 +163,37 @@ class NoticeLogSink:
         n = len(verdicts)
         if n == 0:
             return
-        f = verdicts.flows
-        ts = f["ts"].tolist()
-        uid = f["uid"].tolist()
-        oh, op = f["orig_h"].tolist(), f["orig_p"].tolist()
-        rh, rp = f["resp_h"].tolist(), f["resp_p"].tolist()
-        proto = f["proto"].tolist()
-        score = verdicts.score.tolist()
-        score2 = verdicts.score2.tolist()
-        mal = verdicts.malicious.tolist()
-        cls = verdicts.cls.tolist()
-        stage = verdicts.stage.tolist()
+        c = verdicts.lists()
         lines: list[str] = []
         for i in range(n):
-            if self.only_malicious and not mal[i]:
+            if self.only_malicious and not c["malicious"][i]:
                 self.stats["benign_ignored"] += 1
                 continue
-            t = ts[i]
-            when = time.time() if t is None or math.isnan(t) else float(t)
-            ident = f"{oh[i]}-{cls[i]}"
+            t = c["ts"][i]
+            when = time.time() if t is None else float(t)
+            oh, cls = c["orig_h"][i], c["cls"][i]
+            ident = f"{oh}-{cls}"
             until = self._suppressed_until.get(ident)
             if until is not None and when < until:
                 self.stats["suppressed"] += 1
                 continue
             self._suppressed_until[ident] = when + self.suppress_for
-            s2 = score2[i]
-            s2txt = "-" if s2 is None or math.isnan(s2) else f"{s2:.2f}"
+            s2 = c["score2"][i]
+            s2txt = "-" if s2 is None else f"{s2:.2f}"
             rec: dict[str, Any] = {
                 "ts": when,
-                "uid": uid[i],
-                "id.orig_h": oh[i],
-                "id.orig_p": None if op[i] < 0 else op[i],
-                "id.resp_h": rh[i],
-                "id.resp_p": None if rp[i] < 0 else rp[i],
-                "proto": proto[i],
+                "uid": c["uid"][i],
+                "id.orig_h": oh,
+                "id.orig_p": c["orig_p"][i],
+                "id.resp_h": c["resp_h"][i],
+                "id.resp_p": c["resp_p"][i],
+                "proto": c["proto"][i],
                 "note": self.note,
-                "msg": f"BNN flagged flow as {cls[i]} (score {score[i]:.3f})",
-                "sub": f"stage={stage[i]} score2={s2txt} model={verdicts.model}",
-                "src": oh[i],
-                "dst": rh[i],
-                "p": None if rp[i] < 0 else rp[i],
+                "msg": f"BNN flagged flow as {cls} (score {c['score'][i]:.3f})",
+                "sub": f"stage={c['stage'][i]} score2={s2txt} model={verdicts.model}",
+                "src": oh,
+                "dst": c["resp_h"][i],
+                "p": c["resp_p"][i],
                 "actions": [ACTION_LOG],
                 "email_dest": [],
                 "suppress_for": self.suppress_for,
