@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from conftest import TESTDATA
+from test_suricata_config import need_suricata, run_offline, write_include
 
 from sidecar.features.labels import FAMILIES
 from sidecar.flow import FlowBatch
@@ -181,3 +184,60 @@ def test_non_suricata_uid_missing_ts_and_ports(tmp_path: Path) -> None:
     assert b["proto"] == "IPv6-ICMP" and b["icmp_type"] == 128 and b["icmp_code"] == 0
     assert b["alert"]["signature_id"] == 9_100_099
     assert flow_id_for("Cabc") == flow_id_for("Cabc") != flow_id_for("Cabd")
+
+
+# -- against alerts a real Suricata 7 writes -------------------------------------------
+
+#: keys Suricata adds for the packet that fired (not applicable to a flow verdict)
+PACKET_KEYS = {"pcap_cnt", "pkt_src", "tx_id", "vlan", "ether", "http", "dns", "tls", "ssh", "in_iface"}
+
+
+@pytest.mark.suricata
+def test_alerts_match_suricata7_alerts_key_sets_types_order(tmp_path: Path, shared: Path) -> None:
+    need_suricata()
+    pcaps = tmp_path / "pcaps"
+    pcaps.mkdir()
+    for p in sorted((shared / "suricata" / "pcap").glob("*.pcap")):
+        shutil.copyfile(p, pcaps / p.name)
+    inc = write_include(tmp_path / "inc.yaml")
+    run_offline(pcaps, tmp_path, inc, rules=TESTDATA / "suricata" / "alert-test.rules")
+    eve = tmp_path / "eve.json"
+    events = _lines(eve)
+    real = [e for e in events if e["event_type"] == "alert"]
+    assert len(real) >= 20
+    by_flow: dict[int, dict[str, Any]] = {}
+    for a in real:
+        by_flow.setdefault(a["flow_id"], a)
+    flows = FlowBatch.concat(list(read_path(eve, ReadStats())))
+    idx = np.flatnonzero(np.isin(np.array([int(u) for u in flows["uid"]]), list(by_flow)))
+    assert len(idx) == len(by_flow)
+    v = _verdicts(flows.take(idx))
+    v.malicious[:] = True
+    v.cls[:] = ["scan"] * len(idx)
+    out = tmp_path / "ours.json"
+    sink = EveAlertSink(out)
+    sink.write(v)
+    sink.close()
+    ours = _lines(out)
+    assert len(ours) == len(by_flow)
+    protos = set()
+    for ev in ours:
+        ref = by_flow[ev["flow_id"]]
+        protos.add(ref["proto"])
+        assert TS_RE.match(ref["timestamp"]) and TS_RE.match(ev["timestamp"])
+        mine = set(ev) - {"bnn", "host"}
+        theirs = set(ref) - PACKET_KEYS
+        assert mine - {"app_proto"} == theirs - {"app_proto"}, (sorted(mine), sorted(theirs))
+        common = [k for k in ref if k in ev]
+        assert [k for k in ev if k in ref] == common  # same relative key order
+        for k in common:
+            assert type(ev[k]) is type(ref[k]), k
+        assert list(ev["alert"]) == list(ref["alert"])
+        assert all(type(ev["alert"][k]) is type(ref["alert"][k]) for k in ref["alert"])
+        assert list(ev["flow"]) == list(ref["flow"])
+        assert all(type(ev["flow"][k]) is type(ref["flow"][k]) for k in ref["flow"])
+        assert ev["flow"]["start"] == ref["flow"]["start"]
+        assert (ev["src_ip"], ev["dest_ip"], ev["proto"]) == (ref["src_ip"], ref["dest_ip"], ref["proto"])
+        assert ev["direction"] == ref["direction"] == "to_server"
+    assert {"TCP", "UDP", "ICMP"} <= protos
+    print(f"\ncompared {len(ours)} alerts with {len(real)} real Suricata 7 alerts; protos {sorted(protos)}")

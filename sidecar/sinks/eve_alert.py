@@ -14,7 +14,18 @@ records so existing EVE tooling (jq, Filebeat/Elastic, Splunk, EveBox) can consu
 * ``proto``: upper case as Suricata writes it (``TCP``, ``UDP``, ``ICMP``, ``IPv6-ICMP``,
   ``SCTP``; otherwise the flow's proto text upper-cased).
 * ``app_proto``: the flow's service, when known.
+* ``direction``: ``"to_server"`` (the alert is about the originator's flow).
+* ``flow``: like the ``flow`` object of Suricata 7 alerts: ``pkts_toserver``,
+  ``pkts_toclient``, ``bytes_toserver``, ``bytes_toclient``, ``start``, ``src_ip``,
+  ``dest_ip`` and (not for ICMP) ``src_port``, ``dest_port``. Bytes are IP bytes plus
+  14 per packet (Ethernet framing, the inverse of the eve reader's conversion, so eve
+  input round-trips); keys whose value the flow lacks are omitted.
 * ``host``: the configured sensor name, when given (like Suricata's ``sensor-name``).
+
+Key order follows Suricata 7 (checked against a real ``suricata -r`` run in
+``tests/test_eve_alert.py``); packet-level keys Suricata adds (``pcap_cnt``,
+``pkt_src``, ``tx_id``, ``vlan``, ``ether``, app-layer objects) are absent because a
+verdict is about a flow, not a packet.
 * ``alert``: ``action``, ``gid``, ``signature_id``, ``rev`` (1),
   ``signature`` (``BNN-SIDECAR <family> flow (stage N)``), ``category`` (a
   classtype description from Suricata/ET ``classification.config``) and
@@ -45,6 +56,8 @@ from sidecar.features.labels import FAMILIES
 from sidecar.verdict import VerdictBatch
 
 SID_BASE = 9_100_000
+#: Ethernet header bytes per packet (eve byte counts include it; see sidecar/sources/eve.py)
+ETH_HDR = 14
 SID_UNKNOWN_OFFSET = 99
 FLOW_ID_BITS = 51
 _FLOW_ID_MASK = (1 << FLOW_ID_BITS) - 1
@@ -125,6 +138,8 @@ class EveAlertSink:
         rh, rp = f["resp_h"][idx].tolist(), f["resp_p"][idx].tolist()
         proto = f["proto"][idx].tolist()
         service = f["service"][idx].tolist()
+        pk_o, pk_r = f["orig_pkts"][idx].tolist(), f["resp_pkts"][idx].tolist()
+        ib_o, ib_r = f["orig_ip_bytes"][idx].tolist(), f["resp_ip_bytes"][idx].tolist()
         score = np.round(v.score[idx], 6).tolist()
         score2 = np.round(v.score2[idx], 6).tolist()
         cls = v.cls[idx].tolist()
@@ -166,6 +181,22 @@ class EveAlertSink:
             }
             if service[i] is not None:
                 ev["app_proto"] = service[i]
+            ev["direction"] = "to_server"
+            fl: dict[str, Any] = {}
+            for key, val in (("pkts_toserver", pk_o[i]), ("pkts_toclient", pk_r[i])):
+                if val == val:
+                    fl[key] = int(val)
+            for key, val, pk in (("bytes_toserver", ib_o[i], pk_o[i]), ("bytes_toclient", ib_r[i], pk_r[i])):
+                if val == val and pk == pk:
+                    fl[key] = round(val + ETH_HDR * pk)
+            if ts[i] == ts[i]:
+                fl["start"] = suricata_ts(ts[i])
+            fl["src_ip"], fl["dest_ip"] = oh[i], rh[i]
+            if not icmp and op[i] >= 0:
+                fl["src_port"] = op[i]
+            if not icmp and rp[i] >= 0:
+                fl["dest_port"] = rp[i]
+            ev["flow"] = fl
             if self.host is not None:
                 ev["host"] = self.host
             ev["bnn"] = {
