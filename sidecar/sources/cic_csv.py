@@ -8,8 +8,8 @@ snake_case key match):
 * CIC-IDS2017 ``GeneratedLabelledFlows`` / ``MachineLearningCSV`` (names with leading
   spaces, ``Destination Port``, ``Total Fwd Packets``, ``Total Length of Fwd Packets``);
 * the 2022 "improved" re-extraction (``Total Fwd Packet``, ``Attempted Category``...);
-* the PyPI ``cicflowmeter`` snake_case output (``dst_port``, ``tot_fwd_pkts``), whose
-  ``flow_duration`` is already in SECONDS (the Java tool writes microseconds).
+* the PyPI ``cicflowmeter`` 0.5 snake_case output (``dst_port``, ``tot_fwd_pkts``): see
+  :func:`_pypi_units` (seconds -> microseconds, whole-frame bytes -> payload).
 
 Canonical mapping: ``duration`` = Flow Duration / 1e6 s, ``orig_pkts``/``resp_pkts`` =
 Tot Fwd/Bwd Pkts, ``orig_bytes``/``resp_bytes`` = TotLen Fwd/Bwd Pkts (payload bytes),
@@ -280,8 +280,7 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
             while c in names:
                 c += ".1"
             names.append(c)
-        snake = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in header_raw)
-        dur_scale = 1.0 if snake else 1e-6
+        pypi = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in header_raw)
         idx = {c: i for i, c in enumerate(names)}
         ncol = len(names)
         num_idx = [i for i, c in enumerate(names) if c not in _STRING_COLS]
@@ -291,7 +290,7 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
         buf_rows: list[tuple[list[str], list[float], int]] = []
 
         def flush() -> FlowBatch:
-            return _build(buf_rows, names, idx, num_idx, lab_i, dur_scale, fname)
+            return _build(buf_rows, names, idx, num_idx, lab_i, pypi, fname)
 
         lineno = 1
         while True:
@@ -348,7 +347,7 @@ def _build(
     idx: dict[str, int],
     num_idx: list[int],
     lab_i: int | None,
-    dur_scale: float,
+    pypi: bool,
     fname: str,
 ) -> FlowBatch:
     n = len(rows)
@@ -386,7 +385,7 @@ def _build(
         "resp_h": sval("Dst IP"),
         "resp_p": port("Dst Port"),
         "proto": protos,
-        "duration": num("Flow Duration") * dur_scale,
+        "duration": num("Flow Duration") * 1e-6,
         "orig_pkts": num("Tot Fwd Pkts"),
         "resp_pkts": num("Tot Bwd Pkts"),
         "orig_bytes": num("TotLen Fwd Pkts"),
@@ -394,5 +393,56 @@ def _build(
     }
     skip = {"Src Port", "Dst Port", "Protocol", "Flow Duration"}
     extra = {c: np.ascontiguousarray(mat[:, k]) for c, k in pos.items() if c not in skip}
+    if pypi:
+        _pypi_units(cols, extra, num, proto_a)
     label = [r[lab_i].strip() for r, _, _ in rows] if lab_i is not None else None
     return FlowBatch.from_columns(cols, SOURCE, n=n, label=label, extra=extra)
+
+
+#: PyPI cicflowmeter columns in SECONDS; CSE-CIC-IDS2018 has them in microseconds.
+_PYPI_SECONDS = tuple(
+    f"{d} IAT {s}" for d in ("Flow", "Fwd", "Bwd") for s in ("Tot", "Mean", "Std", "Max", "Min")
+) + tuple(f"{a} {s}" for a in ("Active", "Idle") for s in ("Mean", "Std", "Max", "Min"))
+_L4_HDR = {6: 20.0, 17: 8.0}
+
+
+def _pypi_units(cols: dict[str, Any], extra: dict[str, np.ndarray], num: Any, proto: np.ndarray) -> None:
+    """Convert the PyPI ``cicflowmeter`` 0.5 dialect to the canonical conventions, in place.
+
+    * Times: ``flow_duration``, the IAT and active/idle columns are SECONDS (microseconds in
+      CSE-CIC-IDS2018): ``duration`` is read as seconds and the time columns kept in
+      ``extra`` are multiplied by 1e6 so they carry the CIC unit.
+    * First packet counted twice: 0.5.0 puts a flow's first packet in ``Flow.__init__`` and
+      ``add_packet`` adds it again, so ``tot_fwd_pkts`` is one too many and ``totlen_fwd_pkts``
+      / ``fwd_header_len`` hold that packet twice. ``orig_pkts = tot_fwd_pkts - 1``; the
+      duplicate's frame length is taken as ``fwd_pkt_len_min`` (exact when all forward frames
+      have one size, e.g. scans, floods, one-packet UDP; else low by a few bytes).
+    * Bytes: ``totlen_*`` (and ``*_pkt_len_*``) are WHOLE-FRAME lengths (``len(packet)``, link
+      layer included) where CIC has transport payload. Assuming Ethernet (14 bytes a packet,
+      as the eve reader does): ``*_ip_bytes = frames - 14 * pkts``; payload ``= ip_bytes -``
+      IP header bytes (``*_header_len``, the exact IHL sum) ``- pkts * transport header`` (TCP
+      20, UDP 8; TCP options are unknown and not subtracted, as for eve), clamped at 0.
+      Without the ``*_header_len`` columns (a ``--fields`` subset) bytes are left as written.
+      ``extra`` keeps the columns as the tool wrote them (apart from the time unit).
+    """
+    cols["duration"] = num("Flow Duration")
+    for c in _PYPI_SECONDS:
+        if c in extra:
+            extra[c] = extra[c] * 1e6
+    l4 = np.asarray([_L4_HDR.get(int(p), 0.0) if p == p else 0.0 for p in proto.tolist()], dtype=np.float64)
+    written = cols["orig_pkts"]
+    true_fwd = np.where(written >= 1, written - 1.0, written)
+    cols["orig_pkts"] = true_fwd
+    first = extra.get("Fwd Pkt Len Min", np.zeros(len(written)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.where(written > 0, true_fwd / written, 1.0)  # share of header bytes not from the duplicate
+    for side, d in (("orig", "Fwd"), ("resp", "Bwd")):
+        hdr = extra.get(f"{d} Header Len")
+        if hdr is None:
+            continue
+        pkts, frame = cols[f"{side}_pkts"], cols[f"{side}_bytes"]
+        if side == "orig":
+            frame, hdr = np.maximum(frame - first, 0.0), hdr * keep
+        ip = np.maximum(frame - 14.0 * pkts, 0.0)
+        cols[f"{side}_ip_bytes"] = ip
+        cols[f"{side}_bytes"] = np.maximum(ip - hdr - l4 * pkts, 0.0)

@@ -1,0 +1,56 @@
+"""scripts/lab/cross_source.py on the committed lab records with the shipped model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "tests" / "data" / "lab"
+
+
+def _load(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "scripts" / "lab"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "lab" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "scripts" / "lab"))
+
+
+def test_every_lab_record_is_scored_and_counted(tmp_path: Path) -> None:
+    cs = _load("cross_source")
+    from sidecar.scorer import make_scorer
+
+    scorer = make_scorer(ROOT / "sidecar" / "data" / "model" / "bnn.onnx")
+    res = cs.eval_lab(scorer, LAB)
+    labels = {c["capture"]: c for c in json.loads((LAB / "labels.json").read_text())["captures"]}
+    assert set(res["captures"]) == set(labels)
+    for cap, d in res["captures"].items():
+        for src in ("eve", "csv"):
+            cell = d[src]
+            want = labels[cap]["counts"][src]
+            assert cell["records"] == sum(want.values())
+            for lab, n in want.items():
+                assert cell[lab]["n"] == n
+                assert 0 <= cell[lab]["flagged"] <= n
+                assert sum(cell[lab]["classes"].values()) == cell[lab]["flagged"]
+    fam = res["families"]
+    assert fam["benign"]["eve"]["n"] == labels["benign"]["counts"]["eve"]["benign"]
+    assert sum(fam[f]["csv"]["n"] for f in fam) == sum(sum(c["counts"]["csv"].values()) for c in labels.values())
+    # the Markdown renders and the doc block is replaced, not appended twice
+    md = cs.markdown({"model": "m", "model_sha256": "x", "engine": "onnx", "lab": res,
+                      "cic": {k: {"families": {}} for k in ("CSE-CIC-IDS2018", "CIC-IDS2017-improved")}, "zeek": {}})
+    assert "| benign (FPR) |" in md and "dos-synflood" in md
+    doc = tmp_path / "d.md"
+    doc.write_text("intro\n")
+    cs.write_doc(doc, md)
+    cs.write_doc(doc, md)
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.count(cs.BEGIN) == 1 and text.count(cs.END) == 1
