@@ -230,3 +230,57 @@ def test_property_value_round_trip(value: bc.BrokerValue) -> None:
 def test_property_event_round_trip(topic: str, name: str, args: list[bc.BrokerValue]) -> None:
     raw = json.dumps(bc.encode_event(topic, name, args))
     assert bc.decode_message(raw) == bc.Event(topic, name, tuple(args))
+
+
+# --- every Broker data type, property round trips (extends _scalars above) -------------------
+
+_ips = st.ip_addresses()
+_all_scalars = st.one_of(
+    _scalars,
+    st.just(bc.NoneValue()),
+    st.booleans().map(bc.Boolean),
+    st.text().map(bc.EnumValue),
+    st.integers(-(2**63), 2**63 - 1).map(bc.Timespan),
+    st.integers(0, 253402300799 * 10**9).map(bc.Timestamp),  # up to 9999-12-31T23:59:59
+    _ips.map(bc.Address),
+    _ips.flatmap(lambda ip: st.integers(0, ip.max_prefixlen).map(lambda n: bc.Subnet(ip, n))),
+    st.builds(bc.Port, st.one_of(st.none(), st.integers(0, 65535)), st.sampled_from(["tcp", "udp", "icmp", "?"])),
+)
+_all_values = st.recursive(
+    _all_scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4).map(lambda xs: bc.Vector(tuple(xs))),
+        st.lists(kids, max_size=4).map(lambda xs: bc.Set(tuple(xs))),
+        st.lists(st.tuples(kids, kids), max_size=4).map(lambda xs: bc.Table(tuple(xs))),
+    ),
+    max_leaves=20,
+)
+
+
+@given(_all_values)
+def test_property_every_type_round_trips(value: bc.BrokerValue) -> None:
+    wire = json.loads(json.dumps(bc.encode(value)))
+    assert bc.decode(wire) == value
+    assert bc.encode(bc.decode(wire)) == wire
+
+
+def test_every_data_type_is_covered_by_real_examples_and_the_table() -> None:
+    tags = {json.loads(p.read_text())["@data-type"] for p in _files("types", "*.json")}
+    assert tags == set(bc.TYPES) == {
+        "none", "boolean", "count", "integer", "real", "timespan", "timestamp", "string", "enum-value",
+        "address", "subnet", "port", "vector", "set", "table"}
+
+
+def test_unknown_data_type_is_its_own_protocol_error() -> None:
+    with pytest.raises(bc.UnknownDataType):
+        bc.decode_message((DATA / "invalid" / "event-args-unknown-data-type.json").read_bytes())
+    with pytest.raises(bc.UnknownDataType):
+        bc.decode(json.loads((DATA / "invalid" / "unknown-data-type-phone.json").read_text()))
+    assert issubclass(bc.UnknownDataType, ProtocolError)
+
+
+def test_all_types_transcript_has_the_extremes() -> None:
+    msg = bc.decode_message((DATA / "transcripts" / "broker-recv-all-types.json").read_text())
+    assert isinstance(msg, bc.DataMessage) and isinstance(msg.value, bc.Vector)
+    values = set(msg.value.items)
+    assert bc.Count(2**64 - 1) in values and bc.Integer(-(2**63)) in values and bc.Integer(2**63 - 1) in values

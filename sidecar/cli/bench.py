@@ -1,97 +1,117 @@
-"""``bnn-sidecar bench``: throughput figures measured in one run on this machine.
+"""``bnn-sidecar bench [parse|model|e2e|rss|all]``: speed figures measured in one run, on one core.
 
-``bench parse`` times every reader on real record files (repeated in memory so
-a run lasts long enough to measure) beside the ceiling of ``orjson.loads`` alone on
-the same lines, and prints records/s and the reader/ceiling ratio. It is a
-benchmark, not a test: nothing here asserts a speed.
+* ``parse``: each reader's records/s on real record files (repeated in memory),
+  beside the ``orjson.loads`` ceiling on the same lines (JSON formats).
+* ``model``: ``engine.run`` alone on real feature rows, batch 1/64/1024: p50/p99
+  per-call latency and flows/s, for each engine.
+* ``e2e``: lines in → verdict JSON lines out, beside the reader alone on the same input.
+* ``rss``: peak RSS while scoring, each engine in its own fresh child process.
+
+The process pins itself to one CPU first (children inherit it) and BLAS/OpenMP
+use one thread. Throughput is computed from CPU time (see sidecar/bench/common.py),
+so a shared machine slows the wall clock more than the figures; the load average
+is printed with them. A benchmark, not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import importlib
-import time
-from collections.abc import Callable
-from pathlib import Path
+import os
 
-import orjson
+for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")  # before numpy is imported: one core, one thread
 
-from sidecar.sources.base import ReadStats
-from sidecar.sources.detect import FORMATS, detect_bytes
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+import orjson  # noqa: E402
+
+from sidecar.bench.common import MODEL, default_inputs, hot_inputs, machine, pin_one_core  # noqa: E402
+
+WHATS = ("parse", "model", "e2e", "rss")
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "parse": ("input", "format", "records", "reader_rec_per_s", "orjson_lines_per_s", "ratio_vs_orjson",
+              "reader_rec_per_s_wall"),
+    "model": ("engine", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu"),
+    "e2e": ("engine", "input", "format", "flows", "e2e_flows_per_s", "parse_rec_per_s", "ratio_vs_parse",
+            "e2e_flows_per_s_wall"),
+    "rss": ("engine", "input", "flows", "peak_rss_mb", "rss_after_load_mb", "onnxruntime_loaded"),
+}  # fmt: skip
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["parse"], nargs="?", default="parse")
+    p.add_argument("what", choices=[*WHATS, "all"], nargs="?", default="all")
     p.add_argument("--input", "-i", nargs="+", metavar="PATH", help="record files (default: bundled samples)")
-    p.add_argument("--min-records", type=int, default=200_000, help="records per timed pass (input repeated)")
+    p.add_argument("--engine", "-e", choices=["onnx", "numpy", "both"], default="both")
+    p.add_argument("--model", "-m", default=str(MODEL), help="ONNX model (sha256-checked; numpy uses its pack)")
+    p.add_argument("--min-records", type=int, default=100_000, help="input lines per timed pass (input repeated)")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
+    p.add_argument("--seconds", type=float, default=1.0, help="model: seconds per engine and batch size")
+    p.add_argument("--rss-records", type=int, default=200_000, help="rss: input lines each child streams and scores")
+    p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the first allowed)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
 
-def _lines(path: Path) -> list[bytes]:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return raw.splitlines(keepends=True)
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """All requested sections as a JSON-ready dict (``machine`` + one list of rows per section)."""
+    cpu = None if args.no_pin else pin_one_core(args.cpu)
+    paths = [Path(p) for p in args.input] if args.input else default_inputs()
+    inputs = hot_inputs(paths)
+    engines = ["onnx", "numpy"] if args.engine == "both" else [args.engine]
+    model = Path(args.model)
+    whats = WHATS if args.what == "all" else (args.what,)
+    out: dict[str, Any] = {"machine": {**machine(), "pinned_cpu": cpu}}
+    if not inputs:
+        out["error"] = "no Zeek/eve record files among the inputs"
+        return out
+    if "parse" in whats:
+        from sidecar.bench.parse import bench_parse
+
+        out["parse"] = bench_parse(inputs, args.min_records, args.repeat)
+    if "model" in whats:
+        from sidecar.bench.model import bench_model
+
+        out["model"] = bench_model(inputs, engines, model, args.seconds)
+    if "e2e" in whats:
+        from sidecar.bench.e2e import bench_e2e
+
+        out["e2e"] = bench_e2e(inputs, engines, model, args.min_records, args.repeat)
+    if "rss" in whats:
+        from sidecar.bench.rss import bench_rss
+
+        rss_in = next((i for i in inputs if i.fmt == "eve"), inputs[0])
+        out["rss"] = bench_rss(engines, rss_in.path, args.rss_records, model)
+    out["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return out
 
 
-def _best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    best, n = float("inf"), 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        n = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, n
-
-
-def bench_parse(paths: list[Path], min_records: int, repeat: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for path in paths:
-        lines = _lines(path)
-        fmt = detect_bytes(b"".join(lines[:50]))
-        if fmt == "cic-csv":
-            continue  # offline training input, not a hot-path format
-        mod = importlib.import_module(FORMATS[fmt])
-        body = [ln for ln in lines if not ln.startswith(b"#")] if fmt == "zeek-tsv" else lines
-        header = [ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close")]
-        reps = max(1, min_records // max(1, len(body)))
-        stream = header + body * reps
-
-        def run_reader(stream: list[bytes] = stream, mod: object = mod) -> int:
-            st = ReadStats()
-            n = 0
-            for b in mod.read_lines(stream, st):  # type: ignore[attr-defined]
-                n += len(b)
-            return n
-
-        t_reader, n = _best(run_reader, repeat)
-        row: dict[str, object] = {"file": path.name, "format": fmt, "records": n,
-                                  "reader_rec_per_s": round(n / t_reader)}
-        if fmt in ("eve", "zeek-json"):
-            data = body * reps
-
-            def ceiling(data: list[bytes] = data) -> int:
-                loads = orjson.loads
-                for ln in data:
-                    loads(ln)
-                return len(data)
-
-            t_ceil, m = _best(ceiling, repeat)
-            row["orjson_lines_per_s"] = round(m / t_ceil)
-            row["ratio_vs_orjson"] = round((n / t_reader) / (m / t_ceil), 3)
-        rows.append(row)
-    return rows
+def format_tables(res: dict[str, Any]) -> str:
+    lines = ["machine: " + ", ".join(f"{k}={v}" for k, v in res["machine"].items() if k != "timing"),
+             f"timing: {res['machine'].get('timing', '')}"]  # fmt: skip
+    if "error" in res:
+        lines.append(f"error: {res['error']}")
+    for what in WHATS:
+        rows = res.get(what)
+        if rows is None:
+            continue
+        cols = COLUMNS[what]
+        lines += ["", f"## {what}", " | ".join(cols)]
+        for r in rows:
+            if "error" in r and what != "rss":
+                lines.append(f"{r.get('engine', '')} | error: {r['error']}")
+                continue
+            lines.append(" | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols))
+            if what == "rss" and r.get("error"):
+                lines.append(f"  error: {r['error']}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.input] if args.input else sorted(
-        p for p in SAMPLES.iterdir() if p.name != "README.md"
-    )
-    rows = bench_parse(paths, args.min_records, args.repeat)
-    cols = ["file", "format", "records", "reader_rec_per_s", "orjson_lines_per_s", "ratio_vs_orjson"]
-    print(" | ".join(cols))
-    for r in rows:
-        print(" | ".join(str(r.get(c, "")) for c in cols))
-    return 0
+    res = run_bench(args)
+    if args.json:
+        sys.stdout.write(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_tables(res))
+    return 1 if "error" in res else 0

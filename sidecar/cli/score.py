@@ -1,4 +1,10 @@
-"""``bnn-sidecar score``: score record files with the model, one JSON verdict per flow."""
+"""``bnn-sidecar score``: score record files with the model, one JSON verdict per flow.
+
+``--follow`` tails one growing log (rotation-safe, optional ``--checkpoint``) and scores
+it with bounded-latency micro-batching: a batch closes at ``--batch`` records or
+``--batch-ms`` milliseconds after its first record, whichever comes first (the same
+service loop as ``bnn-sidecar run``). SIGTERM/SIGINT drain and exit.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from sidecar.errors import InputError
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
+
+if TYPE_CHECKING:
+    from sidecar.scorer import Scorer
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model" / "bnn.onnx"
@@ -27,12 +36,21 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", default="-", help="verdict JSON lines file, '-' for stdout")
     p.add_argument("--only-malicious", action="store_true", help="write only malicious verdicts")
     p.add_argument("--batch", type=int, default=1024, help="records per micro-batch")
+    p.add_argument("--batch-ms", type=float, default=50.0,
+                   help="with --follow: a micro-batch closes this many ms after its first record")
+    p.add_argument("--follow", action="store_true", help="follow one growing conn.log/eve.json (rotation-safe)")
+    p.add_argument("--checkpoint", help="with --follow: checkpoint file (resume after a restart)")
+    p.add_argument("--poll-ms", type=int, default=200, help="with --follow: milliseconds between polls when idle")
+    p.add_argument("--idle-exit", type=float, default=0.0,
+                   help="with --follow: exit after this many seconds without new records (0: never)")
 
 
 def run(args: argparse.Namespace) -> int:
     from sidecar.scorer import make_scorer
 
     scorer = make_scorer(args.model, args.engine)
+    if args.follow:
+        return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
     total = ReadStats()
     t0 = time.perf_counter()
@@ -56,3 +74,32 @@ def run(args: argparse.Namespace) -> int:
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
     return 1 if scorer.scored == 0 else 0
+
+
+def _follow(args: argparse.Namespace, scorer: Scorer) -> int:
+    from sidecar.service.follow_source import FollowSource
+    from sidecar.service.lifecycle import install_signals
+    from sidecar.service.pipeline import Service
+    from sidecar.sinks.jsonl import JsonlSink
+
+    if len(args.input) != 1:
+        raise InputError("--follow takes exactly one --input file")
+    if args.batch < 1 or args.batch_ms <= 0:
+        raise InputError("--batch must be >= 1 and --batch-ms > 0")
+    try:
+        src = FollowSource(args.input[0], args.format, args.checkpoint, args.poll_ms, args.batch)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    sink = JsonlSink(args.out, only_malicious=args.only_malicious)
+    svc = Service([("follow", src)], [("out", sink)], scorer, batch_max=args.batch, batch_ms=args.batch_ms,
+                  idle_exit=args.idle_exit)
+    restore = install_signals(svc)
+    t0 = time.perf_counter()
+    try:
+        acc = svc.run()
+    finally:
+        restore()
+    summary = {**src.stats.as_dict(), "scored": acc["scored"], "flagged": dict(scorer.flagged),
+               "seconds": round(time.perf_counter() - t0, 3), "model": scorer.model_id}
+    print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
+    return 0

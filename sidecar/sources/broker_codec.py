@@ -35,6 +35,10 @@ class BrokerValue:
         raise NotImplementedError
 
 
+class UnknownDataType(ProtocolError):
+    """A value's ``@data-type`` is not one of :data:`TYPES`."""
+
+
 def _fail(tag: str, data: Any, why: str) -> ProtocolError:
     return ProtocolError(f"invalid Broker {tag!r} value {data!r:.200}: {why}")
 
@@ -328,7 +332,7 @@ def decode(obj: Any) -> BrokerValue:
     tag = obj["@data-type"]
     cls = TYPES.get(tag) if isinstance(tag, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown Broker @data-type {tag!r}")
+        raise UnknownDataType(f"unknown Broker @data-type {tag!r:.100}")
     return cls.from_data(obj["data"])
 
 
@@ -413,6 +417,11 @@ def decode_message(raw: bytes | str) -> Message:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"message is not valid JSON: {exc}") from exc
+    return message_from_json(obj)
+
+
+def message_from_json(obj: Any) -> Message:
+    """:func:`decode_message` for an already parsed JSON document."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"message must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from sidecar.flow import FlowBatch
@@ -21,6 +22,8 @@ from sidecar.sources.zeek_tsv import (
     DETAIL_NAMES,
     FLOAT_COLS,
     LABEL_NAMES,
+    MAX_COUNT,
+    MAX_DURATION,
     MAX_LINE,
     NAME_MAP,
     PORT_COLS,
@@ -29,6 +32,7 @@ from sidecar.sources.zeek_tsv import (
     _safe_lines,
     check_amount,
     combine_label,
+    flags_from_history,
     open_path,
     parse_float,
     parse_port,
@@ -112,22 +116,184 @@ def convert_obj(obj: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
     return rec, combine_label(lab, det), has_label
 
 
+# --- msgspec fast path ----------------------------------------------------------------
+# A conn record whose values msgspec can check in C (numbers where numbers belong, in
+# range; strings where strings belong; dotted ``id.*`` keys only) becomes one row
+# tuple, and rows become columns once per run of such lines. Any other line takes the
+# orjson path above (convert_obj), unchanged; the output is the same either way
+# (tests/bench/test_fastpaths.py), except that msgspec does not evaluate numbers in
+# keys the reader ignores: a line whose ignored key holds a number beyond float range
+# (1e400) is read, where orjson rejects the whole line. Non-ASCII lines always take
+# the orjson path (it validates UTF-8 everywhere; msgspec only where it decodes).
+
+_FIELDS = (
+    "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "service", "duration",
+    "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
+    "conn_state", "history",
+)  # fmt: skip
+_DECODER: Any = None
+_MS_ERRORS: tuple[type[BaseException], ...] = ()
+_UNSET: Any = object()
+
+try:
+    import msgspec as _ms
+except ImportError:  # pragma: no cover - exercised where msgspec is absent
+    _ms = None  # type: ignore[assignment]
+
+if _ms is not None:
+    from typing import Annotated
+
+    _Port = Annotated[int, _ms.Meta(ge=0, le=65535)] | None
+    _Count = Annotated[float, _ms.Meta(ge=0, le=MAX_COUNT)] | None
+    _Dur = Annotated[float, _ms.Meta(ge=0, le=MAX_DURATION)] | None
+    _UNSET = _ms.UNSET
+
+    class _ConnS(
+        _ms.Struct,
+        gc=False,
+        rename={
+            "orig_h": "id.orig_h", "orig_p": "id.orig_p", "resp_h": "id.resp_h", "resp_p": "id.resp_p",
+            "path": "_path", "d1": "detailed-label", "d2": "detailedlabel", "d3": "detailed_label",
+            "a1": "id_orig_h", "a2": "id_orig_p", "a3": "id_resp_h", "a4": "id_resp_p",
+        },
+    ):  # fmt: skip
+        ts: float | None = None
+        uid: str | None = None
+        orig_h: str | _ms.UnsetType | None = _ms.UNSET
+        orig_p: _Port = None
+        resp_h: str | None = None
+        resp_p: _Port = None
+        proto: str | None = None
+        service: str | None = None
+        duration: _Dur = None
+        orig_bytes: _Count = None
+        resp_bytes: _Count = None
+        orig_pkts: _Count = None
+        resp_pkts: _Count = None
+        orig_ip_bytes: _Count = None
+        resp_ip_bytes: _Count = None
+        conn_state: str | None = None
+        history: str | None = None
+        path: Any = None
+        label: Any = _ms.UNSET
+        d1: Any = _ms.UNSET
+        d2: Any = _ms.UNSET
+        d3: Any = _ms.UNSET
+        a1: Any = _ms.UNSET
+        a2: Any = _ms.UNSET
+        a3: Any = _ms.UNSET
+        a4: Any = _ms.UNSET
+
+    assert _ConnS.__struct_fields__[: len(_FIELDS)] == _FIELDS
+    _DECODER = _ms.json.Decoder(_ConnS).decode
+    _MS_ERRORS = (_ms.DecodeError, _ms.ValidationError, RecursionError)
+    _astuple = _ms.structs.astuple
+
+
+def _label_of(t: tuple[Any, ...]) -> str | None:
+    """convert_obj's label from a row tuple (label at 18, detail keys at 19..21)."""
+    lv = t[18]
+    lab = None if lv in (None, "", "-", "(empty)") else str(lv)
+    det = None
+    for dv in t[19:22]:
+        if dv is not _UNSET:
+            det = None if dv in (None, "", "-", "(empty)") else str(dv)
+    return combine_label(lab, det)
+
+
+def _columnar(rows: list[tuple[Any, ...]], labelled: bool) -> FlowBatch:
+    """Row tuples (already type- and range-checked by msgspec) → one FlowBatch."""
+    cols_t = list(zip(*rows, strict=True))
+    cols: dict[str, Any] = {}
+    with np.errstate(invalid="ignore"):
+        for j, c in enumerate(_FIELDS):
+            v = cols_t[j]
+            if c in PORT_COLS:
+                cols[c] = np.array(list(map({None: -1}.get, v, v)) if None in v else v, dtype=np.int32)
+            elif c in FLOAT_COLS:
+                cols[c] = np.array(v, dtype=np.float64)  # None -> NaN
+            elif c == "proto":
+                cols[c] = list(map({p: (p.lower() if p is not None else None) for p in set(v)}.__getitem__, v))
+            else:
+                cols[c] = v
+    fl = {k: flags_from_history(*k) for k in set(zip(cols["history"], cols["proto"], strict=True))}
+    pairs = list(map(fl.__getitem__, zip(cols["history"], cols["proto"], strict=True)))
+    cols["orig_flags"] = np.array([f[0] for f in pairs], dtype=np.int16)
+    cols["resp_flags"] = np.array([f[1] for f in pairs], dtype=np.int16)
+    labels = [_label_of(t) for t in rows] if labelled else None
+    return FlowBatch.from_columns(cols, SOURCE, n=len(rows), label=labels)
+
+
+def _row_rec(t: tuple[Any, ...]) -> dict[str, Any]:
+    """convert_obj's record for a checked row tuple (used when rows and slow lines mix)."""
+    rec: dict[str, Any] = {}
+    for c, v in zip(_FIELDS, t, strict=False):
+        if v is None:
+            continue
+        rec[c] = v.lower() if c == "proto" else v
+    return rec
+
+
 def read_lines(
-    lines: Iterable[bytes], stats: ReadStats, where: str = "", batch_size: int = 4096
+    lines: Iterable[bytes], stats: ReadStats, where: str = "", batch_size: int = 4096, use_msgspec: bool = True
 ) -> Iterator[FlowBatch]:
     """Parse Zeek JSON lines (bytes, with or without line ends) into batches."""
-    buf: Columns | None = None
+    dec = _DECODER if use_msgspec else None
+    rows: list[tuple[Any, ...]] = []  # msgspec rows not yet converted
+    buf: Columns | None = None  # slow-path rows not yet converted
+    pieces: list[FlowBatch] = []
+    count = 0
+    labelled: bool | None = None
     lineno = 0
+    nfast = 0  # msgspec rows not yet counted in stats (added when a batch closes)
+
+    def close() -> FlowBatch:
+        nonlocal buf, count, nfast
+        stats.read += nfast
+        stats.emitted += nfast
+        nfast = 0
+        if rows:
+            pieces.append(_columnar(rows, bool(labelled)))
+            rows.clear()
+        if buf is not None and buf.n:
+            pieces.append(buf.batch(SOURCE))
+        buf = None
+        out = FlowBatch.concat(pieces)
+        pieces.clear()
+        count = 0
+        return out
+
+    noalt = (_UNSET,) * 4
     for line in lines:
         lineno += 1
+        if dec is not None and line[:1] == b"{" and len(line) <= MAX_LINE and line.isascii():
+            try:
+                t = _astuple(dec(line))
+            except _MS_ERRORS:
+                t = None
+            if t is not None and t[2] is not _UNSET and t[22:] == noalt and (t[17] is None or t[17] == "conn"):
+                has_label = t[18] is not _UNSET
+                if has_label is not labelled:
+                    if count:
+                        yield close()
+                    labelled = has_label
+                if buf is not None and buf.n:
+                    pieces.append(buf.batch(SOURCE))
+                    buf = None
+                rows.append(t)
+                count += 1
+                nfast += 1
+                if count >= batch_size:
+                    yield close()
+                continue
         if not line.strip():
             stats.ignored["blank"] += 1
             continue
         stats.read += 1
-        loc = f"{where}:{lineno}"
         if len(line) > MAX_LINE:
-            stats.skip("line-too-long", where=loc)
+            stats.skip("line-too-long", where=f"{where}:{lineno}")
             continue
+        loc = f"{where}:{lineno}"
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -145,18 +311,22 @@ def read_lines(
         except BadValue as e:
             stats.skip(str(e), where=loc)
             continue
+        if has_label is not labelled:
+            if count:
+                yield close()
+            labelled = has_label
+        if rows:
+            pieces.append(_columnar(rows, has_label))
+            rows.clear()
         if buf is None:
             buf = Columns(has_label)
-        elif (buf.labels is not None) != has_label:
-            yield buf.batch(SOURCE)
-            buf = Columns(has_label)
         buf.add(rec, label)
+        count += 1
         stats.emitted += 1
-        if buf.n >= batch_size:
-            yield buf.batch(SOURCE)
-            buf = None
-    if buf is not None and buf.n:
-        yield buf.batch(SOURCE)
+        if count >= batch_size:
+            yield close()
+    if count:
+        yield close()
 
 
 def read_path(path: str | Path, stats: ReadStats, batch_size: int = 4096) -> Iterator[FlowBatch]:

@@ -3,12 +3,15 @@
 ##! and turn the sidecar's BNN::verdict events into BNN::Malicious_Flow notices
 ##! (and, when enabled, NetControl drops).
 ##!
-##! Zeek 6.0 - 7.1: Broker::listen_websocket (port 9997/tcp, TLS on unless
-##! Broker::disable_websocket_tls), Broker::publish / Broker::subscribe.
-##! Zeek 7.2 and later: Cluster::listen_websocket (plain ws by default),
-##! Cluster::publish / Cluster::subscribe. Broker::listen_websocket is gone
-##! from 8.1. The calls are chosen with @if on Version::number.
+##! Zeek 6.0 - 7.1: Broker::listen_websocket (port 9997/tcp by default, TLS on
+##! unless Broker::disable_ssl), Broker::publish / Broker::subscribe.
+##! Zeek 7.2: Cluster::listen_websocket with $listen_host (plain ws unless
+##! $tls_options), Cluster::publish / Cluster::subscribe.
+##! Zeek 8.0 and later: the same with $listen_addr ($listen_host is deprecated
+##! in 8.0 and gone later); Broker::listen_websocket is gone from 8.1.
+##! The calls are chosen with @if on Version::number.
 
+@load base/misc/version
 @load base/frameworks/notice
 @load base/frameworks/netcontrol
 @load base/protocols/conn
@@ -40,8 +43,13 @@ export {
 		resp_ip_bytes: count &optional;
 	};
 
-	## Topic the flows are published to; with num_instances > 1 the topic
-	## gets a "/<n>" suffix chosen by the originator address.
+	## Topic the flows are published to. With num_instances > 1 each flow goes
+	## to "<flow_topic>/<i>-of-<num_instances>", where i is picked from the
+	## originator address by highest-random-weight (rendezvous) hashing, so all
+	## flows of one originator reach the same sidecar instance and adding an
+	## instance moves only about 1/num_instances of the originators. (The
+	## "-of-N" suffix keeps one instance's topic from being a prefix of
+	## another's: Broker subscriptions are prefix matches.)
 	const flow_topic = "zeek/bnn/flows" &redef;
 
 	## Topic the sidecar publishes BNN::verdict events to.
@@ -96,13 +104,35 @@ global pending: vector of Flow;
 global pending_topic: vector of string;
 global flush_scheduled = F;
 
+## Rendezvous (highest-random-weight) choice of a sidecar instance for an
+## originator. Cluster::hrw_topic does the same over Zeek cluster node pools,
+## but WebSocket clients are not pool members, so the weights are computed here.
+function instance_of(a: addr): count
+	{
+	local best = 0;
+	local best_w = 0;
+	local i = 0;
+	while ( i < num_instances )
+		{
+		# 16 hex digits = 8 bytes, a width bytestring_to_count accepts.
+		local h = md5_hash(cat(a, "/", i));
+		local w = bytestring_to_count(hexstr_to_bytestring(h[0:16]));
+		if ( i == 0 || w > best_w )
+			{
+			best = i;
+			best_w = w;
+			}
+		++i;
+		}
+	return best;
+	}
+
 function instance_topic(a: addr): string
 	{
 	if ( num_instances <= 1 )
 		return flow_topic;
 
-	local h = hexstr_to_bytestring(md5_hash(cat(a))[0:8]);
-	return fmt("%s/%d", flow_topic, bytestring_to_count(h) % num_instances);
+	return fmt("%s/%d-of-%d", flow_topic, instance_of(a), num_instances);
 	}
 
 function send(topic: string, fs: vector of Flow)
@@ -146,15 +176,22 @@ event BNN::flush()
 
 event zeek_init()
 	{
-@if ( Version::number >= 70200 )
+@if ( Version::number >= 80000 )
 	if ( listen_websocket )
 		Cluster::listen_websocket([$listen_addr=websocket_addr,
+		    $listen_port=websocket_port]);
+	Cluster::subscribe(verdict_topic);
+@else
+@if ( Version::number >= 70200 )
+	if ( listen_websocket )
+		Cluster::listen_websocket([$listen_host=cat(websocket_addr),
 		    $listen_port=websocket_port]);
 	Cluster::subscribe(verdict_topic);
 @else
 	if ( listen_websocket )
 		Broker::listen_websocket(cat(websocket_addr), websocket_port);
 	Broker::subscribe(verdict_topic);
+@endif
 @endif
 	}
 

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``bnn-sidecar bench`` (parse, model, e2e, rss). Nothing here asserts a speed."""

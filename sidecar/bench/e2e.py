@@ -1,0 +1,75 @@
+"""End to end: record lines in → canonical flows → features → engine → verdict JSON lines out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sidecar.bench.common import Input, best_of, count_records, rate, reader
+from sidecar.errors import EngineUnavailable
+from sidecar.sources.base import ReadStats
+
+#: records per micro-batch, as ``bnn-sidecar score`` uses by default
+BATCH = 1024
+
+
+def pipeline(mod: Any, stream: Iterable[bytes], scorer: Any, write: Callable[[bytes], Any], batch: int = BATCH) -> int:
+    """What ``bnn-sidecar score`` does per batch; returns the number of verdicts written."""
+    st = ReadStats()
+    n = 0
+    dumps = orjson.dumps
+    for fb in mod.read_lines(stream, st, batch_size=batch):
+        v = scorer.score(fb)
+        write(b"".join(dumps(r) + b"\n" for r in v.iter_json()))
+        n += len(fb)
+    return n
+
+
+class NullSink:
+    """Counts the verdict bytes instead of writing them (the disk is not what we measure)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, b: bytes) -> int:
+        self.bytes += len(b)
+        return len(b)
+
+
+def bench_e2e(
+    inputs: list[Input], engines: list[str], model: Path, min_records: int, repeat: int
+) -> list[dict[str, Any]]:
+    """Per input and engine: verdicts/s end to end beside the reader alone on the same lines."""
+    from sidecar.scorer import make_scorer
+
+    rows: list[dict[str, Any]] = []
+    for kind in engines:
+        try:
+            scorer = make_scorer(model, kind)
+        except EngineUnavailable as exc:
+            rows.append({"engine": kind, "error": str(exc)})
+            continue
+        for inp in inputs:
+            mod = reader(inp.fmt)
+            stream = inp.stream(min_records)
+            sink = NullSink()
+            e = best_of(partial(pipeline, mod, stream, scorer, sink.write), repeat)
+            p = best_of(partial(count_records, mod, stream), repeat)
+            rows.append(
+                {
+                    "engine": kind,
+                    "input": inp.path.name,
+                    "format": inp.fmt,
+                    "flows": e.result,
+                    "e2e_flows_per_s": rate(e.result, e.cpu),
+                    "e2e_flows_per_s_wall": rate(e.result, e.wall),
+                    "parse_rec_per_s": rate(p.result, p.cpu),
+                    "ratio_vs_parse": round(p.cpu / e.cpu, 3) if e.cpu > 0 else None,
+                    "verdict_bytes_per_pass": sink.bytes // max(1, repeat),
+                }
+            )
+    return rows
