@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 RUNVENV ?= .venv-run
 
-.PHONY: demo test lint install-dev suricata clean
+.PHONY: demo test lint install-dev suricata lab clean
 
 $(RUNVENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RUNVENV)
@@ -33,6 +33,12 @@ test: $(VENV)/.installed
 
 suricata:
 	bash scripts/install-suricata.sh
+
+# Rebuild the traffic lab (root: namespaces, real tools) and its cross-source table.
+lab: $(VENV)/.installed
+	bash scripts/lab/build.sh
+	$(VENV)/bin/python scripts/lab/cross_source.py
+	$(VENV)/bin/python scripts/lab/diagnose.py
 
 clean:
 	rm -rf $(VENV) $(RUNVENV)

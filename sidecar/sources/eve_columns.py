@@ -1,0 +1,345 @@
+"""Value parsing and the columnar fast path of the eve reader (:mod:`sidecar.sources.eve`).
+
+Constants and per-value parsers shared by the reference row path (``eve._record``) and the
+columnar path: flow lines are decoded straight into typed structs (msgspec, when installed)
+or orjson dicts, pulled into per-column tuples and converted to numpy once per batch.
+:func:`_fast_columns` computes exactly what ``eve._record`` computes, or raises so that the
+caller falls back to the reference path for that batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import orjson
+
+try:  # optional: decodes flow lines straight into typed structs, faster than orjson dicts
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover - exercised where msgspec is absent
+    _msgspec = None  # type: ignore[assignment]
+
+
+SOURCE = "eve"
+ETH_HDR = 14
+IP_HDR = 20
+TRANSPORT_HDR = {"tcp": 20, "udp": 8, "icmp": 8, "icmp6": 8}
+_PROTO = {"ipv6-icmp": "icmp6", "icmpv6": "icmp6"}
+
+
+def _parse_ts_full(s: str) -> float:
+    d = datetime.fromisoformat(s)  # Python >= 3.11 accepts "+0200"
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
+
+
+@lru_cache(maxsize=4096)
+def _whole_seconds(base: str, tz: str) -> float:
+    return _parse_ts_full(base + tz)
+
+
+def parse_ts(s: str) -> float:
+    """Suricata time ``2021-06-06T15:57:01.123456+0200`` -> UNIX epoch seconds.
+
+    Fast path: the whole-second part (and offset) is parsed once and cached, the
+    fraction added as a float; anything else goes through ``fromisoformat``.
+    """
+    if len(s) > 20 and s[19] == "." and s[10] == "T":
+        frac_end = 20
+        n = len(s)
+        while frac_end < n and s[frac_end].isdigit():
+            frac_end += 1
+        if frac_end > 20:
+            return _whole_seconds(s[:19], s[frac_end:]) + float(s[19:frac_end])
+    return _parse_ts_full(s)
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"not a number: {v!r}")
+    return float(v)
+
+
+def _port(v: Any) -> int:
+    if v is None:
+        return -1
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 65535:
+        raise TypeError(f"bad port: {v!r}")
+    return v
+
+
+def _flags(tcp: Any, key: str) -> int:
+    if not isinstance(tcp, dict):
+        return -1
+    v = tcp.get(key)
+    if v is None:
+        return -1
+    if not isinstance(v, str):
+        raise TypeError(f"bad tcp flags: {v!r}")
+    return int(v, 16) & 0xFF
+
+
+def _ip_bytes(total: float, pkts: float) -> float:
+    return max(total - ETH_HDR * pkts, IP_HDR * pkts)
+
+
+_TS_LEN = 31
+_TS_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25, 27, 28, 29, 30])
+_TS_SEPS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "."}
+_MDAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_G: Any = dict.get
+
+
+def _ts_column(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
+    """parse_ts over a sequence of strings, vectorised for Suricata's fixed-width format.
+
+    Bit-identical to :func:`parse_ts`: whole seconds are exact integers and the
+    fraction is ``digits / 10**6``, which IEEE division rounds exactly like
+    ``float(".ffffff")``; rows in another layout go through :func:`parse_ts`.
+    Raises TypeError/ValueError like parse_ts on bad input. ``typed``: the values
+    are known to be ``str`` or None (msgspec rows).
+    """
+    n = len(vals)
+    if (None in vals) if typed else (set(map(type, vals)) != {str}):
+        raise TypeError("timestamp is not a string")
+    try:
+        if set(map(len, vals)) == {_TS_LEN}:  # the usual case: one ASCII buffer, no padding
+            c = np.frombuffer("".join(vals).encode("ascii"), dtype=np.uint8).reshape(n, _TS_LEN)
+            ok = np.ones(n, dtype=bool)
+        else:
+            c = np.array(vals, dtype=f"S{_TS_LEN}").view(np.uint8).reshape(n, _TS_LEN)
+            ok = np.fromiter(map(len, vals), dtype=np.int64, count=n) == _TS_LEN
+    except UnicodeEncodeError:
+        return np.array([parse_ts(v) for v in vals], dtype=np.float64)
+    for pos, ch in _TS_SEPS.items():
+        ok &= c[:, pos] == ord(ch)
+    neg = c[:, 26] == ord("-")
+    ok &= (c[:, 26] == ord("+")) | neg
+    d = c[:, _TS_DIGITS].astype(np.int64) - ord("0")
+    ok &= ((d >= 0) & (d <= 9)).all(axis=1)
+
+    def num(lo: int, hi: int) -> np.ndarray:
+        v = d[:, lo]
+        for k in range(lo + 1, hi):
+            v = v * 10 + d[:, k]
+        return v
+
+    y, mo, dd, hh, mi, ss = num(0, 4), num(4, 6), num(6, 8), num(8, 10), num(10, 12), num(12, 14)
+    frac, tzh, tzm = num(14, 20), num(20, 22), num(22, 24)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    ok &= (y >= 1) & (mo >= 1) & (mo <= 12) & (hh <= 23) & (mi <= 59) & (ss <= 59) & (tzh <= 23) & (tzm <= 59)
+    mo_i = np.clip(mo, 1, 12) - 1
+    ok &= (dd >= 1) & (dd <= _MDAYS[mo_i] + ((mo_i == 1) & leap))
+    # days from civil (proleptic Gregorian), year >= 1
+    yy = y - (mo <= 2)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * np.where(mo > 2, mo - 3, mo + 9) + 2) // 5 + dd - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    off = tzh * 3600 + tzm * 60
+    whole = days * 86400 + hh * 3600 + mi * 60 + ss - np.where(neg, -off, off)
+    out: np.ndarray = whole.astype(np.float64) + frac / 1e6
+    if not ok.all():
+        for i in np.flatnonzero(~ok).tolist():
+            out[i] = parse_ts(vals[i])
+    return out
+
+
+def _mapped(vals: Sequence[Any], fn: Any) -> list[Any]:
+    """``[fn(v) for v in vals]`` computed once per distinct value (raises TypeError if unhashable)."""
+    m = {v: fn(v) for v in set(vals)}
+    return list(map(m.__getitem__, vals))
+
+
+def _proto(v: Any) -> str:
+    if not isinstance(v, (str, int)) or isinstance(v, bool):
+        raise TypeError(f"bad proto: {v!r}")
+    p = str(v).lower()
+    return _PROTO.get(p, p)
+
+
+def _ports(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
+    nones = vals.count(None)
+    if typed:
+        return np.array(list(map({None: -1}.get, vals, vals)) if nones else vals, dtype=np.int32)
+    if not set(map(type, vals)) <= {int, type(None)}:
+        raise TypeError("bad port type")
+    arr = np.array(list(map({None: -1}.get, vals, vals)) if nones else vals, dtype=np.int64)
+    if (arr < -1).any() or (arr > 65535).any() or int((arr == -1).sum()) != nones:
+        raise TypeError("bad port")
+    return arr.astype(np.int32)
+
+
+def _nums(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
+    if not typed and not set(map(type, vals)) <= {int, float}:
+        raise TypeError("not a number")
+    return np.array(vals, dtype=np.float64)
+
+
+def _pymax(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
+    """Python's ``max(a, b)`` elementwise (first argument wins ties and NaN)."""
+    return np.where(b > a, b, a)
+
+
+def _as_str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _service(a: Any) -> str | None:
+    return a if isinstance(a, str) and a and a != "failed" else None
+
+
+def _flag_value(v: Any) -> int:
+    return -1 if v is None else _flags({"v": v}, "v")
+
+
+#: one row tuple per flow line: top-level values, then ``flow.*``, then ``tcp.*``
+#: (``dict.get`` semantics; the same order as the msgspec struct fields below)
+_EV_FIELDS = ("flow", "proto", "src_ip", "dest_ip", "event_type", "flow_id", "src_port", "dest_port", "app_proto", "tcp")
+_FLOW_FIELDS = ("start", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "end", "state", "reason")
+_EMPTY: dict[str, Any] = {}
+
+
+def _dict_row(ev: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The row tuple of an orjson-parsed flow event; None when only _record can judge it."""
+    flow = ev.get("flow")
+    tcp = ev.get("tcp", _EMPTY)
+    if type(flow) is not dict or type(tcp) is not dict:
+        return None
+    return (
+        flow,
+        *map(ev.get, _EV_FIELDS[1:-1]),
+        tcp,
+        *map(flow.get, _FLOW_FIELDS),
+        tcp.get("tcp_flags_ts"),
+        tcp.get("tcp_flags_tc"),
+    )
+
+
+_ROW_OF: Any = None  # msgspec struct -> row tuple
+_EV_GET = [attrgetter(k) for k in _EV_FIELDS]
+_FLOW_GET = [attrgetter(k) for k in _FLOW_FIELDS]
+_TS_GET, _TC_GET = attrgetter("tcp_flags_ts"), attrgetter("tcp_flags_tc")
+_DECODER: Any = None
+_MS_ERRORS: tuple[type[BaseException], ...] = ()
+
+if _msgspec is not None:
+    # Typed fields: msgspec checks in C exactly what _record would reject (bools are
+    # not ints, ports 0..65535, strings where strings are needed), so a struct row
+    # needs no per-value type checks. Any line msgspec rejects (bad JSON, an unusual
+    # type, a missing src_ip/flow) takes the orjson path, where _dict_row, the
+    # checked columns and finally _record decide exactly as before.
+    from typing import Annotated
+
+    _PortT = Annotated[int, _msgspec.Meta(ge=0, le=65535)] | None
+
+    class _TcpS(_msgspec.Struct, gc=False):
+        tcp_flags_ts: str | None = None
+        tcp_flags_tc: str | None = None
+
+    class _FlowS(_msgspec.Struct, gc=False):
+        start: str
+        pkts_toserver: int | float
+        pkts_toclient: int | float
+        bytes_toserver: int | float
+        bytes_toclient: int | float
+        end: str | None = None
+        state: str | None = None
+        reason: str | None = None
+
+    class _EvS(_msgspec.Struct, gc=False):
+        flow: _FlowS
+        proto: str | int
+        src_ip: str
+        dest_ip: str
+        event_type: Any = None
+        flow_id: int | None = None
+        src_port: _PortT = None
+        dest_port: _PortT = None
+        app_proto: str | None = None
+        tcp: _TcpS = _msgspec.field(default_factory=_TcpS)
+
+    _astuple = _msgspec.structs.astuple
+
+    def _struct_row(ev: _EvS) -> tuple[Any, ...]:
+        return _astuple(ev) + _astuple(ev.flow) + _astuple(ev.tcp)
+
+    assert _EvS.__struct_fields__ == _EV_FIELDS and _FlowS.__struct_fields__ == _FLOW_FIELDS
+    _ROW_OF = _struct_row
+    _DECODER = _msgspec.json.Decoder(_EvS).decode
+    _MS_ERRORS = (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError)
+
+
+def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str, Any]:
+    """Columns of flow rows exactly as _record computes them; raises on anything unusual.
+
+    ``items`` holds msgspec structs and/or :func:`_dict_row` tuples; ``typed``: all
+    are structs, whose value types msgspec has already checked.
+    """
+    n = len(items)
+    if typed:  # msgspec structs: one C-level pass per column
+        (flows, proto_raw, src, dst, _, fids, sport, dport, app, tcps) = (tuple(map(g, items)) for g in _EV_GET)
+        (start, op_, rp_, ob_, rb_, end, state, reason) = (tuple(map(g, flows)) for g in _FLOW_GET)
+        fts, ftc = tuple(map(_TS_GET, tcps)), tuple(map(_TC_GET, tcps))
+    else:
+        tuples = [x if type(x) is tuple else _ROW_OF(x) for x in items]
+        (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
+         start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
+    both = _ts_column((*start, *end), typed)
+    ts = both[:n]
+    duration = both[n:] - ts
+    proto = _mapped(proto_raw, _proto)
+    parr = np.array(proto, dtype=object)
+    orig_p, resp_p = _ports(sport, typed), _ports(dport, typed)
+    for i in np.flatnonzero((parr == "icmp") | (parr == "icmp6")).tolist():
+        ev = orjson.loads(raws[i])
+        if orig_p[i] < 0 and "icmp_type" in ev:
+            orig_p[i] = _port(ev["icmp_type"])
+        if resp_p[i] < 0 and "icmp_code" in ev:
+            resp_p[i] = _port(ev["icmp_code"])
+    op, rp = _nums(op_, typed), _nums(rp_, typed)
+    oip = _pymax(_nums(ob_, typed) - ETH_HDR * op, IP_HDR * op)
+    rip = _pymax(_nums(rb_, typed) - ETH_HDR * rp, IP_HDR * rp)
+    hdr = np.array(_mapped(proto, lambda p: IP_HDR + TRANSPORT_HDR.get(p, 0)), dtype=np.float64)
+    if not typed and (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
+        raise TypeError("missing src_ip/dest_ip")
+    uid = list(map(str, fids)) if None not in fids else [None if f is None else str(f) for f in fids]
+    is_tcp = parr == "tcp"
+    oflags = np.full(n, -1, dtype=np.int16)
+    rflags = np.full(n, -1, dtype=np.int16)
+    if is_tcp.any():
+        rows = np.flatnonzero(is_tcp)
+        if len(rows) == n:
+            oflags[:] = _mapped(fts, _flag_value)
+            rflags[:] = _mapped(ftc, _flag_value)
+        else:
+            sel = rows.tolist()
+            oflags[rows] = _mapped([fts[i] for i in sel], _flag_value)
+            rflags[rows] = _mapped([ftc[i] for i in sel], _flag_value)
+    return {
+        "ts": ts,
+        "uid": uid,
+        "orig_h": src,
+        "orig_p": orig_p,
+        "resp_h": dst,
+        "resp_p": resp_p,
+        "proto": parr,
+        "service": _mapped(app, _service),
+        "duration": duration,
+        "orig_pkts": op,
+        "resp_pkts": rp,
+        "orig_bytes": _pymax(oip - op * hdr, 0.0),
+        "resp_bytes": _pymax(rip - rp * hdr, 0.0),
+        "orig_ip_bytes": oip,
+        "resp_ip_bytes": rip,
+        "flow_state": state if typed else _mapped(state, _as_str),
+        "flow_reason": reason if typed else _mapped(reason, _as_str),
+        "orig_flags": oflags,
+        "resp_flags": rflags,
+    }
+
+
