@@ -37,6 +37,13 @@ def test_kill9_resume_rotation_zero_loss_zero_dup(shared: Path, tmp_path: Path) 
     log, out, ckpt = tmp_path / "conn.log", tmp_path / "out.jsonl", tmp_path / "ckpt.json"
     log.write_bytes(b"".join(header))
     child = _spawn(log, out, ckpt, idle=30)
+    # The follower is responsible for what is logged after it first started: wait until it has
+    # pinned the file in its checkpoint (a busy machine can take seconds to start Python; killing
+    # it before that and rotating would lose file 1 by design, not by a bug).
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ckpt.exists(), "the follower never wrote its first checkpoint"
     kills = 0
     for part in range(2):
         for i, ln in enumerate(body):

@@ -58,7 +58,10 @@ def test_checkpoint_holds_only_committed_positions(shared: Path, tmp_path: Path)
             tokens.append(tok)
     assert n == 50 and len(tokens) == 1  # one poll, one position, carried by its last batch
     src.save_checkpoint()
-    assert not ckpt.exists()  # nothing committed yet: nothing saved
+    # nothing committed yet: the checkpoint only pins the file we started on, at offset 0
+    # (so a crash + rotation before the first commit resumes the rotated file)
+    pinned = load_checkpoint(ckpt)
+    assert pinned is not None and (pinned.inode, pinned.offset) == (log.stat().st_ino, 0)
     src.commit(tokens[0])
     src.save_checkpoint()
     st = load_checkpoint(ckpt)

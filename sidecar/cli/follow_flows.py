@@ -57,6 +57,10 @@ def follow(args: argparse.Namespace) -> int:
     try:
         while not stop:
             lines = fol.poll()
+            if ckpt is not None and not ckpt.exists() and fol.state.inode >= 0:
+                # Pin the file we started on (offset 0) so that a crash before the first real
+                # checkpoint, followed by a rotation, resumes the rotated file instead of losing it.
+                save_checkpoint(ckpt, FollowState(fol.state.inode, 0, [], {"out_offset": out.tell()}))
             if not lines:
                 if args.idle_exit and time.monotonic() - idle_since > args.idle_exit:
                     break

@@ -64,6 +64,11 @@ class FollowSource:
         try:
             while not self._stop.is_set():
                 lines = self._fol.poll()
+                if self._committed is None and self._fol.state.inode >= 0 and self.checkpoint is not None \
+                        and not self.checkpoint.exists():
+                    # Pin the file we started on (offset 0) so that a crash before the first real
+                    # checkpoint, followed by a rotation, resumes the rotated file instead of losing it.
+                    self._committed = FollowState(self._fol.state.inode, 0, [], {})
                 if not lines:
                     if self.once:
                         return
