@@ -23,13 +23,15 @@ from hypothesis import strategies as st
 from sidecar.flow import FIELDS
 from sidecar.sources import broker_codec as bc
 from sidecar.sources import broker_flow as bf
-from sidecar.sources.broker_flow import COLUMNS, BadRecord, decode_flow, decode_flows
+from sidecar.sources.broker_flow import COLUMNS, BadRecord, decode_flow, decode_flows, decode_message
 from sidecar.sources.broker_ws import BrokerWsSource, flow_event
 
 SAMPLES = REPO / "sidecar" / "data" / "samples"
 CTU = SAMPLES / "ctu-sme-11.conn.log.labeled.gz"
 PORTSCAN = SAMPLES / "horizontal-portscan.conn.log"
 URL = "ws://127.0.0.1:9/v1/messages/json"  # never connected: messages are fed to _handle
+HAVE_MSGSPEC = bf._FLOW_DECODER is not None
+needs_msgspec = pytest.mark.skipif(not HAVE_MSGSPEC, reason="msgspec not installed (the typed path is optional)")
 
 
 def reference(records: list[Any]) -> tuple[dict[str, list[Any]], list[str]]:
@@ -80,6 +82,11 @@ def test_fast_path_equals_reference_on_real_message_shapes(path: Path, batch: in
         got = decode_flows(recs)
         assert got is not None, "the fast path must take every real record shape"
         assert_same_columns(got, want)
+        if HAVE_MSGSPEC:
+            whole = decode_message(msg)
+            assert whole is not None, "the typed path must take every real message shape"
+            assert whole[:2] == ("zeek/bnn/flows", len(recs))
+            assert_same_columns(whole[2], want)
         n += len(recs)
     assert n == len(rows)
 
@@ -100,18 +107,22 @@ def test_source_gives_the_same_batch_and_skips_with_and_without_the_fast_path(mo
             src._handle(m)
         return src
 
-    fast = run()
+    typed = run()
+    monkeypatch.setattr("sidecar.sources.broker_ws.decode_message", lambda raw: None)
+    columnar = run()
     monkeypatch.setattr("sidecar.sources.broker_ws.decode_flows", lambda records: None)
-    slow = run()
-    for src in (fast, slow):
+    reference = run()
+    for src in (typed, columnar, reference):
         assert src.stats.read == 40 and dict(src.stats.skipped) == {"bad_record": 1, "unknown_data_type": 1}
-    a, b = fast._take(), slow._take()
-    assert len(a) == len(b) == 38 and fast.stats.emitted == 38
-    for f in FIELDS:
-        if f.dtype == np.float64:
-            np.testing.assert_array_equal(a[f.name], b[f.name])
-        else:
-            assert a[f.name].tolist() == b[f.name].tolist(), f.name
+    a = typed._take()
+    assert len(a) == 38 and typed.stats.emitted == 38
+    for b in (columnar._take(), reference._take()):
+        assert len(b) == 38
+        for f in FIELDS:
+            if f.dtype == np.float64:
+                np.testing.assert_array_equal(a[f.name], b[f.name])
+            else:
+                assert a[f.name].tolist() == b[f.name].tolist(), f.name
     assert np.isnan(a["duration"]).any() and (a["orig_p"] >= 0).all()
 
 
@@ -284,3 +295,133 @@ def test_vectorised_timestamps_equal_the_codec(texts: list[str]) -> None:
             bf._timestamps(texts)
         return
     assert bf._timestamps(texts) == want
+
+
+def event_text(records: list[Any], single: bool, meta: Any = None, extra_arg: bool = False) -> str:
+    """A BNN::flow (one record) or BNN::flows event framing ``records``, as Zeek frames it."""
+    args = [records[0]] if single else [_tv("vector", records)]
+    if extra_arg:
+        args.append(_tv("count", 1))
+    body = [_tv("string", "BNN::flow" if single else "BNN::flows"), _tv("vector", args)]
+    if meta is not None:
+        body.append(meta)
+    one = _tv("count", 1)
+    return json.dumps({"type": "data-message", "topic": "zeek/bnn/flows", **_tv("vector", [one, one, _tv("vector", body)])})
+
+
+def check_message(records: list[Any], single: bool) -> tuple[bool, bool]:
+    """The typed path on the event of ``records`` against the reference; (accepted by the
+    reference, taken by the typed path)."""
+    recs = records[:1] if single else records
+    want, reasons = reference(recs)
+    whole = decode_message(event_text(recs, single, meta=_tv("vector", [])))
+    if reasons:
+        assert whole is None
+    elif whole is not None:
+        assert whole[:2] == ("zeek/bnn/flows", len(recs))
+        assert_same_columns(whole[2], want)
+    return not reasons, whole is not None
+
+
+@needs_msgspec
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(records_with_faults, st.booleans())
+def test_typed_path_never_accepts_what_the_reference_rejects_and_agrees_otherwise(records: list[Any],
+                                                                                   single: bool) -> None:
+    check_message(records, single)
+
+
+@needs_msgspec
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(good_record, min_size=1, max_size=6), st.booleans())
+def test_typed_path_takes_well_typed_records_and_agrees(records: list[Any], single: bool) -> None:
+    assert check_message(records, single) == (True, True)
+
+
+@needs_msgspec
+def test_typed_path_declines_framing_the_orjson_path_must_judge() -> None:
+    rec = _valid_record()
+    assert decode_message(event_text([rec], True)) is not None
+    assert decode_message(event_text([rec, rec], False, meta=_tv("vector", []))) is not None
+    wide = _valid_record(cid=4)
+    wide["data"][2]["data"] += [_tv("count", 6), _tv("vector", []), "anything"]  # conn_id extras are not used
+    whole = decode_message(event_text([wide], False))
+    assert whole is not None and whole[2]["resp_p"] == [443]
+    declined: list[str | bytes] = [
+        event_text([rec], True, extra_arg=True),  # 2 args: bad_event
+        event_text([], False),  # empty BNN::flows: nothing to do
+        event_text([_tv("vector", [*rec["data"], NONE])], False),  # a 15th field
+        event_text([_tv("vector", rec["data"][:13])], True),  # 13 fields
+        event_text([{"data": rec["data"]}], False),  # a record without its tag
+        event_text([rec], True).replace('"BNN::flow"', '"BNN::other"'),
+        event_text([rec], True).replace('"BNN::flow"', '"BNN::flows"'),  # flows name, flow shape
+        event_text([rec], True).replace('"data-message"', '"error"'),
+        real_text("event-zeek8-hello.json"), real_text("ack-zeek8.json"), "How is it going?", b"\x00\xff",
+    ]
+    for raw in declined:
+        assert decode_message(raw) is None, raw
+
+
+def real_text(name: str) -> str:
+    return (BROKER / name).read_text() if BROKER.is_dir() else "{}"
+
+
+def _fixed_faults() -> list[tuple[int, Any]]:
+    """Every value fault class, each at its slot (slot 14-17 = conn_id fields)."""
+    out: list[tuple[int, Any]] = []
+    out += [(slot, _tv("count", v)) for slot in (6, 13) for v in (-1, 10**15 + 1, 2**64, True, 1.0, "5", None)]
+    out += [(5, _tv("timespan", v)) for v in ("-5s", "-1ns", "1.5s", "99999999999d", "3651d", "5sec",
+                                              "", " 5s", "5 s", 7)]
+    out += [(0, _tv("timestamp", v)) for v in ("0000-01-01T00:00:00.000", "2023-02-29T00:00:00.000",
+                                               "2023-02-22T24:00:00.000", "2023-02-22T00:00:60.000",
+                                               "2023-02-22 00:00:03.714", "2023-02-22T00:00:03.714Z",
+                                               "2023-02-22T00+01:00", "2023-W08-3T00:00:03", "today", 5)]
+    out += [(s, _tv("port", v)) for s in (15, 17) for v in ("\u0663/tcp", "+80/tcp", "80", "1/sctp", "70000/tcp",
+                                                          "65536/udp", "/tcp", "\u00b2/udp", 80)]
+    out += [(s, _tv("address", v)) for s in (14, 16) for v in ("10.0.0.256", "", "x", "1.2.3", 5)]
+    not_str: tuple[Any, ...] = (5, None, [], {})
+    out += [(s, _tv("string", v)) for s in (1, 4, 8, 9) for v in not_str]
+    out += [(3, _tv("enum-value", 6)), (3, _tv("string", "tcp")), (1, NONE), (0, NONE), (3, NONE), (2, NONE)]
+    not_empty: tuple[Any, ...] = ({"a": 1}, [], None, 0)
+    out += [(s, _tv("none", v)) for s in (4, 5, 6) for v in not_empty]
+    not_values: tuple[Any, ...] = (_tv("phone", "555"), {"data": "x"}, 5, None, [])
+    out += [(s, v) for s in (0, 4, 6, 15) for v in not_values]
+    return out
+
+
+FIXED = _fixed_faults()
+
+
+def test_every_value_fault_is_declined_by_both_fast_paths() -> None:
+    good = _valid_record()
+    for slot, value in FIXED:
+        bad = mutate([good], [(0, slot, value)], [])[0]
+        recs = [good, bad, good]
+        _, reasons = reference(recs)
+        assert reasons, (slot, value)
+        assert decode_flows(recs) is None, (slot, value)
+        if HAVE_MSGSPEC:
+            assert decode_message(event_text(recs, False)) is None, (slot, value)
+            assert decode_message(event_text([bad], True)) is None, (slot, value)
+
+
+def test_odd_but_valid_values_agree_on_all_paths() -> None:
+    good = _valid_record()
+    odd_ok = [(15, _tv("port", "?/unknown")), (15, _tv("port", "0/icmp")), (17, _tv("port", "080/udp")),
+              (14, _tv("address", "2001:DB8::1")), (14, _tv("address", "::ffff:10.0.0.1")),
+              (16, _tv("address", "fe80::1%eth0")), (0, _tv("timestamp", "2023-02-22T00:00:03")),
+              (0, _tv("timestamp", "2023-02-22T00:00:03.714123")), (0, _tv("timestamp", "2023-02-22T00:00:03.714123456")),
+              (5, _tv("timespan", "0s")), (5, _tv("timespan", "3650d")), (5, _tv("timespan", "\u0663s")),
+              (6, _tv("count", 10**15)),
+              (3, _tv("enum-value", "UDP")), (9, _tv("string", "")), (1, _tv("string", "\u00e9\U0001f600"))]
+    for slot, value in odd_ok:
+        rec = mutate([good], [(0, slot, value)], [])[0]
+        want, reasons = reference([rec, good])
+        assert reasons == [], (slot, value)
+        got = decode_flows([rec, good])
+        assert got is not None
+        assert_same_columns(got, want)
+        if HAVE_MSGSPEC:
+            whole = decode_message(event_text([rec, good], False))
+            assert whole is not None, (slot, value)
+            assert_same_columns(whole[2], want)

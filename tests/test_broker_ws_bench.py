@@ -3,9 +3,11 @@ events into flow batches and encoding BNN::verdict events. Run with
 ``pytest tests/test_broker_ws_bench.py --benchmark-enable``; by default (benchmarks
 disabled) each runs once as a plain correctness test.
 
-The decode benchmarks split the path: ``orjson.loads`` alone (the parse ceiling), the
-columnar fast decoder and the record-by-record reference decoder on already parsed
-records, and the whole ``_handle`` + ``_take`` path with and without the fast decoder.
+The decode benchmarks split the path: the whole ``_handle`` + ``_take`` path as shipped
+(msgspec typed parse + columns), without msgspec (orjson + columnar decoder) and with
+only the record-by-record reference decoder (the path before the fast decoders);
+``orjson.loads`` alone; the typed path alone; and the columnar and the reference decoder
+on already parsed records.
 Each round is the 766 real flows of the CTU sample in BNN::flows events of 64."""
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sidecar.flow import FlowBatch
 from sidecar.scorer import make_scorer
 from sidecar.sinks.broker_ws import verdict_events
 from sidecar.sources.base import ReadStats
-from sidecar.sources.broker_flow import decode_flow, decode_flows
+from sidecar.sources.broker_flow import decode_flow, decode_flows, decode_message
 from sidecar.sources.broker_ws import BrokerWsSource, flow_event
 from sidecar.sources.zeek_tsv import read_path
 
@@ -57,10 +59,23 @@ def test_bench_decode_flows_events(benchmark: Any, msgs: list[str]) -> None:
     assert benchmark(_source_round, msgs) == 766  # real flows per round
 
 
+def test_bench_decode_flows_events_orjson_columnar(benchmark: Any, msgs: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.sources.broker_ws.decode_message", lambda raw: None)  # as without msgspec
+    assert benchmark(_source_round, msgs) == 766
+
+
 def test_bench_decode_flows_events_reference_path(benchmark: Any, msgs: list[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.sources.broker_ws.decode_message", lambda raw: None)
     monkeypatch.setattr("sidecar.sources.broker_ws.decode_flows", lambda records: None)
     assert benchmark(_source_round, msgs) == 766
+
+
+def test_bench_decode_message_typed(benchmark: Any, msgs: list[str]) -> None:
+    if decode_message(msgs[0]) is None:
+        pytest.skip("msgspec not installed")
+    assert benchmark(lambda: sum(w[1] for w in map(decode_message, msgs) if w is not None)) == 766
 
 
 def test_bench_orjson_parse_ceiling(benchmark: Any, msgs: list[str]) -> None:

@@ -4,8 +4,10 @@ The zkg package in ``zeek-scripts/`` publishes ``BNN::flow(f: BNN::Flow)`` and
 ``BNN::flows(fs: vector of BNN::Flow)`` events; :mod:`sidecar.sources.broker_flow` decodes
 the records (:data:`FLOW_LAYOUT` mirrors ``type Flow: record`` in main.zeek; a test checks
 the two agree). Unset ``&optional`` fields arrive as ``none`` and stay missing (NaN / -1 /
-None). A message's records go through the columnar fast path in one go; if any of them is
-not the plain shape, the event is decoded record by record with the reference decoder.
+None). A message is first parsed into typed structs and decoded column by column in one
+go (msgspec, when installed); anything that path does not take is parsed with orjson and
+its records decoded column by column, and if any record is not the plain shape, record by
+record with the reference decoder, so every bad record is a counted skip.
 
 Bad input never ends iteration: a frame that is not a Broker message, an unknown
 ``@data-type``, a ``BNN::flow(s)`` event with the wrong arity or a record of the wrong
@@ -39,7 +41,15 @@ from sidecar.sources.broker_codec import (
     encode,
     message_from_json,
 )
-from sidecar.sources.broker_flow import COLUMNS, CONN_ID, FLOW_LAYOUT, BadRecord, decode_flow, decode_flows
+from sidecar.sources.broker_flow import (
+    COLUMNS,
+    CONN_ID,
+    FLOW_LAYOUT,
+    BadRecord,
+    decode_flow,
+    decode_flows,
+    decode_message,
+)
 from sidecar.transports.ws_client import Backoff, BrokerClient, ConnectionLost, Rejected
 
 __all__ = ["CONN_ID", "FLOWS_EVENT", "FLOW_EVENT", "FLOW_LAYOUT", "BadRecord", "BrokerWsSource", "decode_flow",
@@ -186,6 +196,11 @@ class BrokerWsSource:
         self.stats.skip("broker_error", f"{self.url} ({where})", f"{err.code}: {err.context}")
 
     def _handle(self, raw: str | bytes) -> None:
+        whole = decode_message(raw)  # the common case in one go (msgspec); else orjson below
+        if whole is not None:
+            self.stats.read += whole[1]
+            self._append(whole[2])
+            return
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -238,6 +253,7 @@ class BrokerWsSource:
             if n:
                 self._append(cols)
             return
+        good: dict[str, list[Any]] = {c: [] for c in _COLS}
         for rec in records:  # something is off: record by record, each bad one a counted skip
             self.stats.read += 1
             try:
@@ -245,7 +261,10 @@ class BrokerWsSource:
             except BadRecord as exc:
                 self.stats.skip(exc.reason, where, str(exc))
                 continue
-            self._append({c: [row[c]] for c in _COLS})
+            for c in _COLS:
+                good[c].append(row[c])
+        if good["ts"]:
+            self._append(good)
 
     # -- batching ------------------------------------------------------------------------
     def _append(self, cols: dict[str, list[Any]]) -> None:
