@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from conftest import SHARED
 
 from sidecar.features.schema import (
     FEATURE_SCHEMA_VERSION,
@@ -18,7 +19,6 @@ from sidecar.features.schema import (
 from sidecar.flow import FlowBatch
 from sidecar.sources import cic_csv, eve, zeek_json, zeek_tsv
 from sidecar.sources.base import ReadStats
-from tests.conftest import SHARED
 
 IDX = {f.name: j for j, f in enumerate(FEATURES)}
 
@@ -59,14 +59,32 @@ def test_extract_real_data(kind: str) -> None:
         assert np.isfinite(x[:, IDX["flag_ack"]]).all()
 
 
-def test_zeek_missing_duration_is_nan_not_zero() -> None:
+def test_zeek_unset_duration_is_zero_when_packets_counted() -> None:
+    # Zeek's conn.log writes duration/orig_bytes/resp_bytes only when duration > 0 (conn/main.zeek,
+    # set_conn); an unset duration with packet counts is an instant flow, duration 0 - not missing
     batch = _load("zeek_tsv")
-    missing = np.isnan(batch["duration"])
-    assert missing.any(), "test file should contain '-' durations"
+    unset = np.isnan(batch["duration"])
+    assert unset.any(), "test file should contain '-' durations"
+    assert np.isfinite(batch["orig_pkts"][unset]).all()
     x = extract(batch)
-    assert np.isnan(x[missing, IDX["log_duration"]]).all()
-    assert np.isnan(x[missing, IDX["log_pkts_per_s"]]).all()
-    assert np.isfinite(x[~missing, IDX["log_duration"]]).all()
+    assert (x[unset, IDX["log_duration"]] == 0.0).all()
+    assert np.isfinite(x[unset, IDX["log_pkts_per_s"]]).all()
+    # one-datagram UDP: payload from IP bytes minus 20 (IP) + 8 (UDP) per packet
+    udp1 = unset & (batch["proto"] == "udp") & (batch["orig_pkts"] == 1)
+    assert udp1.any()
+    want = np.log1p(batch["orig_ip_bytes"][udp1] - 28.0)
+    np.testing.assert_allclose(x[udp1, IDX["log_orig_bytes"]], want, rtol=1e-6)
+
+
+def test_zeek_rule_only_for_zeek_and_only_with_counts() -> None:
+    cols = {"proto": ["tcp", "tcp"], "orig_pkts": [1.0, np.nan], "resp_pkts": [0.0, np.nan],
+            "orig_ip_bytes": [60.0, 60.0], "resp_ip_bytes": [0.0, 0.0], "orig_flags": [2, 2], "resp_flags": [-1, -1]}
+    z = extract(FlowBatch.from_columns(cols, "zeek-tsv", n=2))
+    assert z[0, IDX["log_duration"]] == 0.0
+    assert z[0, IDX["log_orig_bytes"]] == 0.0  # a SYN without ACK carries no payload (not 60-40=20)
+    assert np.isnan(z[1, IDX["log_duration"]])  # no packet counts: still missing
+    other = extract(FlowBatch.from_columns(cols, "eve", n=2))
+    assert np.isnan(other[:, IDX["log_duration"]]).all()  # other sources: missing stays NaN
 
 
 def test_missing_inputs_give_nan() -> None:

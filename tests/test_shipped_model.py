@@ -36,3 +36,59 @@ def test_metadata_round_trips() -> None:
     metrics = json.loads(props["bnn.metrics"])
     assert 0 < metrics["accuracy"] <= 1
     assert (MODEL.parent / "bnn.onnx.sha256").read_text().split()[0] == sha256_file(MODEL)
+
+
+def _inits() -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(MODEL)).graph.initializer}
+
+
+def test_stage2_is_a_real_stacked_model() -> None:
+    inits = _inits()
+    s2 = sorted(k for k in inits if k.startswith("s2.W") and k[4:].isdigit())
+    assert len(s2) == 4
+    # every s2 layer is ±1 except the score layer (stage 1's int8 head -> score bits, identity pass-through)
+    for k in s2:
+        vals = set(np.unique(inits[k]).tolist())
+        assert vals <= ({-1, 1} if k != "s2.W2" else set(range(-127, 128))), k
+    assert 0 in set(np.unique(inits["s2.W2"]).tolist())
+    # stage 2 is not a copy of stage 1: its own thermometer is finer and its head differs
+    assert len(inits["s2.thermo_thr"]) > len(inits["s1.thermo_thr"])
+    assert inits["s2.Ws2"].shape[1] == 1 and not np.array_equal(inits["s2.Ws2"], inits["s1.Wbin"])
+    m = onnx.load(str(MODEL))
+    props = {p.key: p.value for p in m.metadata_props}
+    assert 0 < float(props["bnn.threshold1"]) < 1 and float(props["bnn.s2_scale"]) > 0
+    metrics = json.loads(props["bnn.metrics"])
+    assert 0 < metrics["fraction_to_stage2"] < 1
+
+
+def test_packed_weights_within_32_kb() -> None:
+    from sidecar.engines.pack import load_pack
+
+    p = load_pack(MODEL.parent / "bnn.bnnpack.npz")
+    weights = sum(v.nbytes for k, v in p.items() if isinstance(v, np.ndarray) and k.startswith(("s1.", "s2.")))
+    assert weights <= 32 * 1024, weights
+    assert (MODEL.parent / "bnn.bnnpack.npz").stat().st_size <= 32 * 1024
+    assert p["onnx_sha256"] == sha256_file(MODEL)
+
+
+def test_pack_command_rebuilds_the_shipped_pack(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from sidecar.engines.pack import load_pack
+
+    for name in ("bnn.onnx", "bnn.onnx.sha256"):
+        shutil.copy(MODEL.parent / name, tmp_path / name)
+    r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "-q", "pack", str(tmp_path / "bnn.onnx")],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    new, old = load_pack(tmp_path / "bnn.bnnpack.npz"), load_pack(MODEL.parent / "bnn.bnnpack.npz")
+    assert new.keys() == old.keys()
+    for k, v in old.items():
+        if isinstance(v, np.ndarray):
+            assert np.array_equal(new[k], v), k
+    (tmp_path / "bnn.onnx.sha256").write_text("0" * 64 + "  bnn.onnx\n")
+    r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "-q", "pack", str(tmp_path / "bnn.onnx")],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 1 and b"sha256" in r.stderr.lower()

@@ -5,6 +5,10 @@ Reads the contract initializers (``<tower>.<name>``) with the ``onnx`` package
 bit-packed uint64 words of the ``+1`` mask (``np.packbits`` along the input
 axis, one row per output unit, zero-padded to whole words); any other matrix is
 kept as its int8 matrix.
+
+The file is written with ``np.savez_compressed``; the model metadata is stored as UTF-8
+bytes (``metadata_json``, uint8) so the weights dominate its size. :func:`load_pack` also
+reads packs written before (metadata as a numpy unicode scalar, uncompressed).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def pack_onnx(onnx_path: str | Path, out_npz: str | Path) -> None:
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     meta = {p.key: p.value for p in model.metadata_props}
     arrays: dict[str, np.ndarray] = {
-        "metadata_json": np.array(json.dumps(meta, sort_keys=True)),
+        "metadata_json": np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
         "onnx_sha256": np.array(_sha256(onnx_path)),
     }
 
@@ -84,7 +88,7 @@ def pack_onnx(onnx_path: str | Path, out_npz: str | Path) -> None:
             arrays[f"{t}.W{h}"] = get(f"{t}.W{h}").astype(np.int8)
             arrays[f"{t}.b{h}"] = get(f"{t}.b{h}").astype(np.int32)
     with open(out_npz, "wb") as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
 
 def load_pack(npz: str | Path) -> dict[str, Any]:
@@ -94,6 +98,11 @@ def load_pack(npz: str | Path) -> dict[str, Any]:
             out: dict[str, Any] = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read model pack {npz}: {exc}") from exc
-    out["metadata"] = json.loads(str(out["metadata_json"]))
+    mj = out["metadata_json"]
+    try:
+        text = mj.tobytes().decode("utf-8") if mj.dtype == np.uint8 else str(mj)
+        out["metadata"] = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"model pack {npz}: unreadable metadata: {exc}") from exc
     out["onnx_sha256"] = str(out["onnx_sha256"])
     return out

@@ -87,3 +87,35 @@ def family(raw: str | None) -> str | None:
     """Family of a raw dataset label, or ``None`` if the label is unknown."""
     name = normalise(raw)
     return None if name is None else FAMILY[name]
+
+
+#: Stratosphere / IoT-23 detailed labels (squashed) -> family, for labelled Zeek conn logs.
+#: ``External-Attack-to-Device`` (inbound Internet scans and login attempts, mostly S0 to
+#: 23/445/22) is counted as ``scan``; C&C, RAT and download flows as ``botnet``.
+_ZEEK_DETAIL: tuple[tuple[str, str], ...] = (
+    (r"ddos", "ddos"),
+    (r"portscan|scan", "scan"),
+    (r"externalattacktodevice", "scan"),
+)
+_ZEEK_COMPILED = tuple((re.compile(p), f) for p, f in _ZEEK_DETAIL)
+
+
+def zeek_family(raw: str | None) -> str | None:
+    """Family of a labelled-Zeek label ``Label`` or ``Label/detailed`` (IoT-23, Stratosphere).
+
+    ``Benign*`` -> benign; ``Malicious/<detail>`` -> a family by detail (``botnet`` if the detail
+    is not recognised); ``Background``/``Unknown``/missing -> ``None`` (not ground truth).
+    """
+    if raw is None:
+        return None
+    label, _, detail = raw.partition("/")
+    lab = squash(label)
+    if lab == "benign":
+        return "benign"
+    if lab != "malicious":
+        return None
+    d = squash(detail)
+    for rx, fam in _ZEEK_COMPILED:
+        if rx.search(d):
+            return fam
+    return "botnet"

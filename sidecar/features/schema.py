@@ -19,6 +19,17 @@ Per-source notes (see the readers' docstrings):
   directions, which matches the ``orig_flags | resp_flags`` union used for the
   other sources.
 
+Zeek's unset ``duration`` (all Zeek sources: ``zeek-tsv``, ``zeek-json``, ``broker``): Zeek's
+``conn.log`` writes ``duration``, ``orig_bytes`` and ``resp_bytes`` **only when the duration is
+> 0** (``base/protocols/conn/main.zeek``, ``set_conn``: ``if ( c$duration > 0secs )``), while
+``orig_pkts``/``orig_ip_bytes`` are always written. So an unset duration with known packet
+counts is not missing, it is exactly 0 (all packets seen in one instant: single-SYN scans,
+one-datagram DNS/NTP) - the case CICFlowMeter writes as ``Flow Duration`` 0. For such rows
+:func:`zeek_zero_duration` sets the duration to 0 and the payload bytes to an estimate from the
+IP bytes (``ip_bytes - pkts * (20 + L4 header)``, like eve; TCP whose direction sent only SYN
+(no ACK) carries no payload -> 0). Without this every single-packet Zeek flow had NaN
+duration/bytes, an input CIC training data never has.
+
 Packets per second use ``max(duration, DURATION_FLOOR)`` as the denominator so
 single-packet flows (duration 0) give a finite rate; missing duration gives ``NaN``.
 """
@@ -37,6 +48,7 @@ FEATURE_SCHEMA_VERSION = "1"
 DURATION_FLOOR = 1e-6
 
 _ZEEK_PAYLOAD = "payload bytes as reported"
+_ZEEK_ZERO = "Zeek, duration unset (= 0): `*_ip_bytes` - pkts*(20+L4 hdr), SYN-only TCP 0"
 _EVE_PAYLOAD = "estimate: bytes - pkts*(14+20+L4 hdr; tcp 20, udp/icmp 8), clamped >= 0"
 _FLAG_ZEEK = "`history` letters -> flag bits (reader)"
 _FLAG_EVE = "`tcp.tcp_flags_ts` \\| `tcp.tcp_flags_tc` (hex)"
@@ -75,7 +87,7 @@ FEATURES: tuple[Feature, ...] = (
         "`Flow Duration`",
         "`duration`",
         "`flow.end` - `flow.start`",
-        "CIC: us / 1e6 -> s",
+        "CIC: us / 1e6 -> s; Zeek: unset with packets counted = 0 s (Zeek logs duration only if > 0)",
     ),
     Feature(
         "log_orig_pkts",
@@ -102,7 +114,7 @@ FEATURES: tuple[Feature, ...] = (
         "`TotLen Fwd Pkts`",
         "`orig_bytes`",
         "`flow.bytes_toserver`, `flow.pkts_toserver`",
-        f"eve: {_EVE_PAYLOAD}",
+        f"eve: {_EVE_PAYLOAD}; {_ZEEK_ZERO}",
     ),
     Feature(
         "log_resp_bytes",
@@ -111,7 +123,7 @@ FEATURES: tuple[Feature, ...] = (
         "`TotLen Bwd Pkts`",
         "`resp_bytes`",
         "`flow.bytes_toclient`, `flow.pkts_toclient`",
-        f"eve: {_EVE_PAYLOAD}",
+        f"eve: {_EVE_PAYLOAD}; {_ZEEK_ZERO}",
     ),
     Feature(
         "orig_bytes_per_pkt",
@@ -243,6 +255,33 @@ def _indicator(cond: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return np.where(missing, np.nan, cond.astype(np.float64))
 
 
+#: sources carrying Zeek conn-record semantics (duration/payload bytes unset when duration == 0)
+ZEEK_SOURCES = frozenset({"zeek-tsv", "zeek-json", "broker"})
+_L4_HDR = {"tcp": 20.0, "udp": 8.0, "icmp": 8.0, "icmp6": 8.0}
+
+
+def zeek_zero_duration(
+    batch: FlowBatch, dur: np.ndarray, op: np.ndarray, rp: np.ndarray, ob: np.ndarray, rb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zeek rows with unset duration but known packet counts: duration 0, payload from IP bytes."""
+    fix = np.isnan(dur) & np.isfinite(op) & np.isfinite(rp)
+    if not fix.any():
+        return dur, ob, rb
+    proto = batch["proto"]
+    hdr = np.array([_L4_HDR.get(p, np.nan) if isinstance(p, str) else np.nan for p in proto], dtype=np.float64)
+    out = []
+    for pk, ipb, b, flags in (
+        (op, _f64(batch, "orig_ip_bytes"), ob, batch["orig_flags"]),
+        (rp, _f64(batch, "resp_ip_bytes"), rb, batch["resp_flags"]),
+    ):
+        est = np.maximum(ipb - pk * (20.0 + hdr), 0.0)  # NaN if IP bytes or proto unknown
+        fl = np.asarray(flags, dtype=np.int32)
+        syn_only = (proto == "tcp") & (fl >= 0) & ((fl & SYN) != 0) & ((fl & ACK) == 0)
+        est = np.where(syn_only | (pk == 0), 0.0, est)
+        out.append(np.where(fix & np.isnan(b), est, b))
+    return np.where(fix, 0.0, dur), out[0], out[1]
+
+
 def extract(batch: FlowBatch) -> np.ndarray:
     """Features for every row of ``batch``: float32 ``[n, F]`` in :data:`FEATURES` order."""
     n = len(batch)
@@ -251,6 +290,8 @@ def extract(batch: FlowBatch) -> np.ndarray:
     rp = _f64(batch, "resp_pkts")
     ob = _f64(batch, "orig_bytes")
     rb = _f64(batch, "resp_bytes")
+    if batch.source in ZEEK_SOURCES:
+        dur, ob, rb = zeek_zero_duration(batch, dur, op, rp, ob, rb)
 
     proto = batch["proto"]
     proto_missing = np.equal(proto, np.array(None, dtype=object))

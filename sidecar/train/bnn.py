@@ -18,26 +18,17 @@ Export folds each BatchNorm into an integer threshold: with ``s = sqrt(var + eps
 ``gamma == 0`` gives a constant unit. :func:`verify_folding` checks the integer
 network reproduces the torch eval-mode bits exactly.
 
-Tower ``s2`` is a PLACEHOLDER until a real stage-2 model exists: it is a copy of
-``s1``'s thermometer, hidden layers and binary head (exported as head ``s2``:
-``s2.Ws2``/``s2.bs2``), so ``stage2_logit == bin_logit`` and the cascade reduces to
-stage 1 (``threshold2`` = ``threshold1`` = 0.5, ``s2_scale`` = ``bin_scale``).
-
-Files written by :func:`train_and_export`: ``towers.npz`` (flat ``<tower>.<name>``
-keys: ``thermo_feat, thermo_thr, nan_feat, W{i}, T{i}``, heads ``Wbin, bbin, Wfam,
-bfam`` / ``Ws2, bs2``, scales), ``metrics.json`` (metrics + metadata strings),
-``data_report.json`` and, when ``sidecar.engines.graph`` exists, ``model.onnx`` (+ ``.sha256``).
+This module is one tower (stage 1, ``s1``); the stacked second stage is in
+:mod:`sidecar.train.stage2`, training + export of the whole cascade in
+:mod:`sidecar.train.cascade`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +36,6 @@ import torch
 from torch import nn
 
 from sidecar.features.labels import FAMILIES
-from sidecar.features.schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -148,33 +138,38 @@ class BNN(nn.Module):
 
 
 # ---------------------------------------------------------------- export
+def fold_bn(lin: BinaryLinear, bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
+    """One binary layer -> ``(W int8 ±1 [B_in, H], T int32 [H])`` with its BatchNorm folded in."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    w = torch.where(lin.weight.detach() >= 0, 1, -1).numpy().astype(np.int64).T.copy()  # [B_in, H]
+    n_in = w.shape[0]
+    mu = bn.running_mean.detach().double().numpy()
+    s = np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
+    gamma = bn.weight.detach().double().numpy()
+    beta = bn.bias.detach().double().numpy()
+    T = np.zeros(w.shape[1], np.int64)
+    for k in range(w.shape[1]):
+        if gamma[k] > 0:
+            T[k] = math.ceil(mu[k] - beta[k] * s[k] / gamma[k] - 1e-9)
+        elif gamma[k] < 0:
+            w[:, k] = -w[:, k]
+            T[k] = math.ceil(-(mu[k] - beta[k] * s[k] / gamma[k]) - 1e-9)
+        else:
+            T[k] = -n_in - 1 if beta[k] >= 0 else n_in + 1
+    T = np.clip(T, -n_in - 1, n_in + 1)
+    return w.astype(np.int8), T.astype(np.int32)
+
+
 def fold_layers(model: BNN) -> list[tuple[np.ndarray, np.ndarray]]:
     """Hidden layers -> ``[(W int8 ±1 [B_in, H], T int32 [H])]`` with BN folded in."""
     layers: list[tuple[np.ndarray, np.ndarray]] = []
     for lin, bn in zip(model.lins, model.bns, strict=True):
         assert isinstance(lin, BinaryLinear) and isinstance(bn, nn.BatchNorm1d)
-        assert bn.running_mean is not None and bn.running_var is not None
-        w = torch.where(lin.weight.detach() >= 0, 1, -1).numpy().astype(np.int64).T.copy()  # [B_in, H]
-        n_in = w.shape[0]
-        mu = bn.running_mean.detach().double().numpy()
-        s = np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
-        gamma = bn.weight.detach().double().numpy()
-        beta = bn.bias.detach().double().numpy()
-        T = np.zeros(w.shape[1], np.int64)
-        for k in range(w.shape[1]):
-            if gamma[k] > 0:
-                T[k] = math.ceil(mu[k] - beta[k] * s[k] / gamma[k] - 1e-9)
-            elif gamma[k] < 0:
-                w[:, k] = -w[:, k]
-                T[k] = math.ceil(-(mu[k] - beta[k] * s[k] / gamma[k]) - 1e-9)
-            else:
-                T[k] = -n_in - 1 if beta[k] >= 0 else n_in + 1
-        T = np.clip(T, -n_in - 1, n_in + 1)
-        layers.append((w.astype(np.int8), T.astype(np.int32)))
+        layers.append(fold_bn(lin, bn))
     return layers
 
 
-def _quant_head(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray, float]:
+def quant_head(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray, float]:
     W = lin.weight.detach().double().numpy().T  # [H, k]
     b = lin.bias.detach().double().numpy()
     scale = max(float(np.abs(W).max()), 1e-12) / 127.0
@@ -218,8 +213,8 @@ def verify_folding(model: BNN, tower: dict[str, Any], X: np.ndarray) -> dict[str
 
 
 def export_tower(model: BNN, th: Thermometer) -> dict[str, Any]:
-    Wbin, bbin, sbin = _quant_head(model.head_bin)
-    Wfam, bfam, sfam = _quant_head(model.head_fam)
+    Wbin, bbin, sbin = quant_head(model.head_bin)
+    Wfam, bfam, sfam = quant_head(model.head_fam)
     return {
         "thermo_feat": th.thermo_feat,
         "thermo_thr": th.thermo_thr,
@@ -257,25 +252,11 @@ def graph_towers(towers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return out
 
 
-def _onnx_check(blob: bytes, towers: dict[str, dict[str, Any]], X: np.ndarray) -> dict[str, Any]:
-    """Run the ONNX model with onnxruntime (if installed) and compare with :func:`int_forward`."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return {"skipped": "onnxruntime not installed"}
-    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    b, f, s2 = sess.run(["bin_logit", "fam_logits", "stage2_logit"], {"x": X.astype(np.float32)})
-    r1, r2 = int_forward(towers["s1"], X), int_forward(towers["s2"], X)
-    return {
-        "rows": len(X),
-        "bin_equal": bool(np.array_equal(b, r1["bin_logit"])),
-        "fam_equal": bool(np.array_equal(f, r1["fam_logits"])),
-        "s2_equal": bool(np.array_equal(s2, r2["bin_logit"])),
-    }
-
-
-def data_digest(X: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(X).tobytes())
+def data_digest(X: np.ndarray, y: np.ndarray, chunk: int = 1 << 18) -> str:
+    """sha256 of the float32 feature bytes then the label bytes (read in chunks: memmap-friendly)."""
+    h = hashlib.sha256()
+    for lo in range(0, len(X), chunk):
+        h.update(np.ascontiguousarray(X[lo : lo + chunk]).tobytes())
     h.update(np.ascontiguousarray(y).tobytes())
     return h.hexdigest()
 
@@ -289,28 +270,46 @@ def train_model(
     hidden: tuple[int, ...] = HIDDEN,
     batch_size: int = 256,
     lr: float = 1e-2,
+    progress: bool = False,
+    lr_schedule: str = "cos",
+    thermo: Thermometer | None = None,
 ) -> BNN:
+    """Train stage 1 (binary + family heads); Adam, cosine learning-rate decay per epoch.
+
+    ``bits`` is the thermometer code ``[n, B]``, or, when ``thermo`` is given, the raw feature
+    matrix (an ``np.memmap`` is fine): each minibatch is then encoded on the fly, so the bit
+    matrix of a large data set never has to fit in memory (same numbers either way).
+    """
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    model = BNN(bits.shape[1], hidden)
+    n_in = thermo.n_bits if thermo is not None else bits.shape[1]
+    model = BNN(n_in, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    xb = torch.from_numpy(bits.astype(np.float32))
-    yf = torch.from_numpy(y_fam.astype(np.int64))
-    yb = (yf != 0).float()
+    yf_all = np.asarray(y_fam, dtype=np.int64)
     g = torch.Generator().manual_seed(seed)
-    n = len(xb)
-    for ep in range(epochs):
+    n = len(yf_all)
+    from tqdm import tqdm
+
+    def batch(ii: np.ndarray) -> torch.Tensor:
+        b = thermo.bits(np.asarray(bits[ii])) if thermo is not None else bits[ii]
+        return torch.from_numpy(np.asarray(b, dtype=np.float32))
+
+    for ep in tqdm(range(epochs), desc="stage 1 epochs", disable=not progress, unit="ep"):
+        if lr_schedule == "cos":
+            for grp in opt.param_groups:
+                grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * ep / max(epochs, 1)))
         model.train()
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=g).numpy()
         tot = 0.0
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             if len(idx) < 2:
                 continue
-            lb, lf = model(xb[idx])
-            loss = nn.functional.binary_cross_entropy_with_logits(lb, yb[idx]) + nn.functional.cross_entropy(
-                lf, yf[idx]
-            )
+            yf = torch.from_numpy(yf_all[idx])
+            lb, lf = model(batch(idx))
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                lb, (yf != 0).float()
+            ) + nn.functional.cross_entropy(lf, yf)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -319,12 +318,23 @@ def train_model(
                     assert isinstance(lin, BinaryLinear)
                     lin.weight.clamp_(-1, 1)
             tot += float(loss.detach()) * len(idx)
-        log.info("epoch %d loss %.4f", ep, tot / n)
+        log.info("epoch %d loss %.4f", ep, tot / max(n, 1))
     model.eval()
     return model
 
 
-def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def int_logits_chunked(tower: dict[str, Any], X: np.ndarray, chunk: int = 65536) -> dict[str, np.ndarray]:
+    """:func:`int_forward` heads (no hidden bits) over ``X`` in chunks (bounded memory)."""
+    outs: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, len(X), chunk):
+        o = int_forward(tower, np.asarray(X[lo : lo + chunk]))
+        for k in ("bin_logit", "fam_logits"):
+            if k in o:
+                outs.setdefault(k, []).append(o[k])
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     tp = int(((p == 1) & (y == 1)).sum())
     fp = int(((p == 1) & (y == 0)).sum())
     fn = int(((p == 0) & (y == 1)).sum())
@@ -332,116 +342,3 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     rec = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
     return {"accuracy": float((p == y).mean()), "precision": prec, "recall": rec, "f1": f1}
-
-
-def train_and_export(
-    out_dir: str | Path,
-    seed: int = 0,
-    epochs: int = 5,
-    data: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """Train on all CIC data (or ``data=(X, y_family)``), export towers, return held-out metrics."""
-    from sklearn.model_selection import train_test_split
-
-    from sidecar.train.data import load_cic
-
-    t0 = time.time()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {}
-    if data is None:
-        X, y, _, _, report = load_cic()
-    else:
-        X, y = data
-    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=y)
-    th = fit_thermometer(X[idx_tr])
-    model = train_model(th.bits(X[idx_tr]), y[idx_tr], seed=seed, epochs=epochs)
-    s1 = export_tower(model, th)
-    ver = verify_folding(model, s1, X[idx_te])
-    o = int_forward(s1, X[idx_te])
-    yb_te = (y[idx_te] != 0).astype(np.int64)
-    pred = (o["bin_logit"] >= 0).astype(np.int64)  # p1 >= 0.5 with bin_offset 0
-    metrics: dict[str, Any] = _binary_metrics(yb_te, pred)
-    metrics["family_accuracy"] = float((o["fam_logits"].argmax(1) == y[idx_te]).mean())
-    with torch.no_grad():
-        lb, _ = model(torch.from_numpy(th.bits(X[idx_te]).astype(np.float32)))
-    metrics["torch_bin_agreement"] = float(((lb.numpy() >= 0).astype(np.int64) == pred).mean())
-    metrics.update(
-        n_train=len(idx_tr),
-        n_test=len(idx_te),
-        epochs=epochs,
-        seed=seed,
-        folding=ver,
-        duplicates_removed=report.get("duplicates_removed"),
-        n_bits=th.n_bits,
-        train_seconds=round(time.time() - t0, 1),
-    )
-    # s2: PLACEHOLDER — s1's thermometer + hidden layers + bin head as head "s2" (stage2_logit == bin_logit)
-    s2 = {k: v for k, v in s1.items() if k in ("thermo_feat", "thermo_thr", "nan_feat", "layers")}
-    s2.update(Ws2=s1["Wbin"], bs2=s1["bbin"], s2_scale=s1["bin_scale"])
-    towers = {"s1": s1, "s2": s2}
-    savez: Any = np.savez
-    savez(out / "towers.npz", **flatten_towers(towers))
-    meta = {
-        "bnn.families": json.dumps(list(FAMILIES)),
-        "bnn.bin_scale": repr(s1["bin_scale"]),
-        "bnn.bin_offset": "0.0",
-        "bnn.s2_scale": repr(s1["bin_scale"]),
-        "bnn.s2_offset": "0.0",
-        "bnn.threshold1": "0.5",
-        "bnn.threshold2": "0.5",
-        "bnn.metrics": json.dumps({k: v for k, v in metrics.items() if k != "folding"}),
-    }
-    (out / "metrics.json").write_text(
-        json.dumps({"metrics": metrics, "metadata": meta}, indent=2, default=str)
-    )
-    if report:
-        (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
-    build_onnx: Any = None
-    try:  # written by another module owner; optional until it lands
-        import sidecar.engines.graph as _graph
-
-        build_onnx = getattr(_graph, "build_onnx", None)
-    except ImportError:
-        pass
-    if build_onnx is not None:
-        try:
-            full_meta = dict(meta)
-            full_meta.update(
-                {
-                    "bnn.schema_version": FEATURE_SCHEMA_VERSION,
-                    "bnn.features": json.dumps(list(FEATURE_NAMES)),
-                    "bnn.thermometer": json.dumps(
-                        {
-                            "feat": s1["thermo_feat"].tolist(),
-                            "thr": s1["thermo_thr"].tolist(),
-                            "nan_feat": s1["nan_feat"].tolist(),
-                        }
-                    ),
-                    "bnn.data_digest": data_digest(X, y),
-                    "bnn.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-            )
-            blob = build_onnx(graph_towers(towers), full_meta)
-            (out / "model.onnx").write_bytes(blob)
-            (out / "model.onnx.sha256").write_text(f"{hashlib.sha256(blob).hexdigest()}  model.onnx\n")
-            metrics["onnx"] = str(out / "model.onnx")
-            metrics["onnx_check"] = _onnx_check(blob, towers, X[idx_te])
-        except Exception as e:  # another helper's file; report, don't fail training
-            log.warning("build_onnx failed: %s", e)
-            metrics["onnx_error"] = repr(e)
-    return metrics
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    logging.basicConfig(level=logging.INFO)
-    ep = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    print(
-        json.dumps(
-            train_and_export(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bnn-first", epochs=ep),
-            indent=2,
-            default=str,
-        )
-    )

@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,43 @@ def default_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
     out += sorted((c18 / "variants" / "improved-2022").glob("*.csv.gz"))
     out += sorted((c18 / "secondary-cic-ids2017").glob("*.csv.gz"))
     out += sorted((r / "cic-ids2017-improved").glob("*.csv.gz"))
+    out += sorted((c18 / "more").glob("*/*.csv.gz"))  # original CSE-CIC-IDS2018 rows (CSV only)
     return out
+
+
+def dataset_of(path: str | os.PathLike[str]) -> str:
+    """Which dataset a file belongs to (for leave-one-dataset-out), from its path."""
+    s = Path(path).as_posix()
+    if "/variants/improved-2022/" in s:
+        return "cse-cic-ids2018-improved"
+    if "/secondary-cic-ids2017/" in s:
+        return "cic-ids2017-secondary"
+    if "/cic-ids2017-improved/" in s:
+        return "cic-ids2017-improved"
+    if "/cic-ids2018/" in s:
+        return "cse-cic-ids2018"
+    return Path(path).parent.name or "data"
+
+
+def day_of(ts: np.ndarray) -> np.ndarray:
+    """Capture day ``YYYY-MM-DD`` (UTC) from timestamps; ``""`` where missing or implausible."""
+    out = np.full(len(ts), "", dtype=object)
+    ok = np.isfinite(ts) & (ts > 1.0e9)  # label-encoded / relative timestamps are not dates
+    if ok.any():
+        d = ts[ok].astype("datetime64[s]").astype("datetime64[D]").astype(str)
+        out[ok] = d
+    return out
+
+
+@dataclass
+class Table:
+    """De-duplicated rows with their groups: ``dataset`` name and capture ``day`` ("" if unknown)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    dataset: np.ndarray
+    day: np.ndarray
+    report: dict[str, Any]
 
 
 def load_cic(
@@ -49,10 +86,18 @@ def load_cic(
 
     ``y_family`` indexes :data:`FAMILIES` (0 = benign); ``y_bin = y_family != 0``.
     """
+    t = load_table(paths)
+    return t.X, t.y, (t.y != 0).astype(np.int64), list(FEATURE_NAMES), t.report
+
+
+def load_table(paths: Iterable[str | os.PathLike[str]] | None = None) -> Table:
+    """Like :func:`load_cic`, keeping each row's dataset and day (for the leave-one-out protocols)."""
     plist = default_paths() if paths is None else [Path(p) for p in paths]
     fam_idx = {f: i for i, f in enumerate(FAMILIES)}
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    gs: list[np.ndarray] = []  # dataset name per row
+    ds: list[np.ndarray] = []  # day per row
     table: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     unknown_total = 0
@@ -77,6 +122,8 @@ def load_cic(
                     row["kept"] += 1
             xs.append(X[keep])
             ys.append(np.array([fam_idx[f] for f in fams if f is not None], dtype=np.int64))
+            gs.append(np.full(int(keep.sum()), dataset_of(p), dtype=object))
+            ds.append(day_of(np.asarray(batch["ts"], dtype=np.float64))[keep])
         for reason, c in stats.skipped.items():
             skipped[f"{p.name}:{reason}"] += c
         unknown_total += sum(r["dropped_unknown"] for r in per.values())
@@ -84,6 +131,8 @@ def load_cic(
     F = len(FEATURE_NAMES)
     X_all = np.concatenate(xs) if xs else np.zeros((0, F), np.float32)
     y_all = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+    g_all = np.concatenate(gs) if gs else np.zeros(0, object)
+    d_all = np.concatenate(ds) if ds else np.zeros(0, object)
     n_before = len(y_all)
     # exact duplicates of (features, label); NaN-safe via the raw bytes of the float32 row
     if n_before:
@@ -93,6 +142,7 @@ def load_cic(
         _, first = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel(), return_index=True)
         first.sort()
         X_all, y_all = X_all[first], y_all[first]
+        g_all, d_all = g_all[first], d_all[first]
     dups = n_before - len(y_all)
     report: dict[str, Any] = {
         "files": [str(p) for p in plist],
@@ -105,7 +155,7 @@ def load_cic(
         "table": table,
     }
     log.info("load_cic: %d rows (%d duplicates removed, %d unknown dropped)", len(y_all), dups, unknown_total)
-    return X_all.astype(np.float32), y_all, (y_all != 0).astype(np.int64), list(FEATURE_NAMES), report
+    return Table(X_all.astype(np.float32), y_all, g_all, d_all, report)
 
 
 def format_table(table: Sequence[dict[str, Any]]) -> str:
@@ -117,3 +167,52 @@ def format_table(table: Sequence[dict[str, Any]]) -> str:
             f"{r['read']:7d} {r['kept']:7d} {r['dropped_unknown']:5d}"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class Capture:
+    """One labelled Zeek conn log: features, family labels and the raw label strings."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray  # family index; rows without ground truth (Background/Unknown) are dropped
+    labels: np.ndarray  # raw "Label/detail" strings
+    no_packets: np.ndarray  # bool: orig_pkts == resp_pkts == 0 (Zeek saw no packet of the flow)
+    dropped: int
+
+
+def zeek_labeled_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
+    base = Path(root) / "zeek-labeled"
+    return sorted(p for p in base.rglob("*.gz") if "conn" in p.name and "labels.config" not in p.name)
+
+
+def load_zeek_capture(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Capture:
+    """Read one labelled conn log with the sidecar's own Zeek reader and feature extraction."""
+    from sidecar.features.labels import zeek_family
+    from sidecar.sources.zeek_tsv import read_path as read_zeek
+
+    p = Path(path)
+    fam_idx = {f: i for i, f in enumerate(FAMILIES)}
+    xs, ys, ls, zs = [], [], [], []
+    dropped = 0
+    for batch in read_zeek(p, ReadStats()):
+        raw = list(batch.label) if batch.label is not None else [None] * len(batch)
+        fams = [zeek_family(r) for r in raw]
+        keep = np.array([f is not None for f in fams], dtype=bool)
+        dropped += int((~keep).sum())
+        xs.append(extract(batch)[keep])
+        ys.append(np.array([fam_idx[f] for f in fams if f is not None], dtype=np.int64))
+        ls.append(np.asarray(raw, dtype=object)[keep])
+        op = np.asarray(batch["orig_pkts"], dtype=np.float64)
+        rp = np.asarray(batch["resp_pkts"], dtype=np.float64)
+        zs.append(((op == 0) & (rp == 0))[keep])
+    name = p.parent.relative_to(Path(root) / "zeek-labeled").as_posix() if root else p.parent.name
+    F = len(FEATURE_NAMES)
+    return Capture(
+        name,
+        np.concatenate(xs) if xs else np.zeros((0, F), np.float32),
+        np.concatenate(ys) if ys else np.zeros(0, np.int64),
+        np.concatenate(ls) if ls else np.zeros(0, object),
+        np.concatenate(zs) if zs else np.zeros(0, bool),
+        dropped,
+    )

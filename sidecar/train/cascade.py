@@ -1,0 +1,237 @@
+"""The whole model: stage-1 BNN screen + stage-2 stacked BNN, trained and exported together.
+
+:func:`fit_cascade` trains both stages on one training set and returns the contract towers
+plus the float post-processing constants; :func:`predict` runs the exact integer forward
+(:func:`sidecar.train.bnn.int_forward`) and the scorer's own post-processing
+(:meth:`sidecar.scorer.Scorer.post`), so evaluation numbers are what the engines produce.
+:func:`train_and_export` is what ``bnn-sidecar train`` runs: stratified 80/20 split
+(seed), fit, held-out metrics (screen alone and cascade), ONNX export with metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from sidecar.engines.base import EngineOutput
+from sidecar.features.labels import FAMILIES
+from sidecar.features.schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from sidecar.scorer import ModelMeta, Scorer
+from sidecar.train import bnn, stage2
+
+log = logging.getLogger(__name__)
+
+#: stage-1 decision threshold on p1 (the screen): below 0.5 so the screen favours recall
+#: (p1 >= sigmoid(-1) = 0.269); stage 2 then vetoes false positives among what passes it.
+THRESHOLD1 = float(1.0 / (1.0 + np.exp(1.0)))
+#: thermometer quantiles are fitted on a random sample of this many rows when there are more
+THERMO_SAMPLE = 2_000_000
+#: share of the flagged training rows held back to calibrate stage 2's decision offset
+CALIBRATION_SHARE = 0.2
+
+
+@dataclass
+class Cascade:
+    towers: dict[str, dict[str, Any]]
+    meta: dict[str, str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def model_meta(self) -> ModelMeta:
+        return ModelMeta.from_props(
+            self.meta | {"bnn.features": json.dumps(list(FEATURE_NAMES))}
+        )
+
+
+def fit_cascade(
+    X: np.ndarray,
+    y_fam: np.ndarray,
+    seed: int = 0,
+    epochs: int = 20,
+    s2_epochs: int = 20,
+    hidden: tuple[int, ...] = bnn.HIDDEN,
+    s2_hidden: tuple[int, int, int] = stage2.S2_HIDDEN,
+    progress: bool = False,
+) -> Cascade:
+    """Train stage 1 on ``(X, y_fam)``, then stage 2 on the training rows stage 1 flags."""
+    t0 = time.time()
+    # thermometer quantiles from at most THERMO_SAMPLE rows (all rows of the shipped data set)
+    if len(X) > THERMO_SAMPLE:
+        pick = np.sort(np.random.default_rng(seed).choice(len(X), THERMO_SAMPLE, replace=False))
+        th = bnn.fit_thermometer(np.asarray(X[pick]))
+    else:
+        th = bnn.fit_thermometer(np.asarray(X))
+    model = bnn.train_model(X, y_fam, seed=seed, epochs=epochs, hidden=hidden, progress=progress, thermo=th)
+    s1 = bnn.export_tower(model, th)
+    logit = bnn.int_logits_chunked(s1, X)["bin_logit"]
+    # p1 >= THRESHOLD1 with bin_offset 0  <=>  logit * bin_scale >= log(t / (1 - t))
+    z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
+    flagged = logit * s1["bin_scale"] >= z1
+    yb = (y_fam != 0).astype(np.int64)
+    info: dict[str, Any] = {
+        "stage1_seconds": round(time.time() - t0, 1),
+        "n_bits_s1": th.n_bits,
+        "train_flagged": int(flagged.sum()),
+        "train_flagged_benign": int((flagged & (yb == 0)).sum()),
+    }
+    Xf, yf, lf = np.asarray(X[np.flatnonzero(flagged)]), yb[flagged], logit[flagged]
+    cal = np.random.default_rng(seed).random(len(yf)) < CALIBRATION_SHARE
+    inp = stage2.fit_inputs(s1, Xf[~cal], lf[~cal])
+    net = stage2.train_stage2(
+        inp, Xf[~cal], yf[~cal], s1, seed=seed, epochs=s2_epochs, hidden=s2_hidden, progress=progress
+    )
+    s2 = stage2.export_stage2(net, inp, s1)
+    s2_offset = stage2.calibrate_offset(bnn.int_forward(s2, Xf[cal])["bin_logit"], s2["s2_scale"], yf[cal])
+    info["s2_offset"] = s2_offset
+    info["s2_train_rows"] = int((~cal).sum())
+    info["s2_calibration_rows"] = int(cal.sum())
+    # exactness: integer tower == torch eval-mode stage 2 (up to head quantisation)
+    ref = stage2.torch_logit(net, inp, s1, Xf[:2000])
+    got = bnn.int_forward(s2, Xf[:2000])["bin_logit"] * s2["s2_scale"]
+    info["s2_head_max_abs_err"] = float(np.abs(ref - got).max()) if len(ref) else 0.0
+    info["s2_sign_agreement"] = float(((ref >= 0) == (got >= 0)).mean()) if len(ref) else 1.0
+    info["n_bits_s2"] = inp.thermo.n_bits
+    info["seconds"] = round(time.time() - t0, 1)
+    meta = {
+        "bnn.families": json.dumps(list(FAMILIES)),
+        "bnn.bin_scale": repr(float(s1["bin_scale"])),
+        "bnn.bin_offset": "0.0",
+        "bnn.s2_scale": repr(float(s2["s2_scale"])),
+        "bnn.s2_offset": repr(s2_offset),
+        "bnn.threshold1": repr(THRESHOLD1),
+        "bnn.threshold2": "0.5",
+    }
+    return Cascade({"s1": s1, "s2": s2}, meta, info)
+
+
+def predict(c: Cascade | tuple[dict[str, Any], ModelMeta], X: np.ndarray) -> dict[str, np.ndarray]:
+    """Integer forward (in chunks) + scorer post-processing: p1, p2, screen, malicious, family index."""
+    towers, mm = (c.towers, c.model_meta()) if isinstance(c, Cascade) else c
+    o1 = bnn.int_logits_chunked(towers["s1"], X)
+    o2 = bnn.int_logits_chunked(towers["s2"], X)
+    k = towers["s1"]["Wfam"].shape[1]
+    out = EngineOutput(
+        bin_logit=o1.get("bin_logit", np.zeros(0, np.int32)).astype(np.int32),
+        fam_logits=o1.get("fam_logits", np.zeros((0, k), np.int32)).astype(np.int32),
+        stage2_logit=o2.get("bin_logit", np.zeros(0, np.int32)).astype(np.int32),
+    )
+    return post(out, mm)
+
+
+def post(out: EngineOutput, mm: ModelMeta) -> dict[str, np.ndarray]:
+    sc = Scorer(engine=cast(Any, None), meta=mm, model_id="eval")
+    p1, _, mal, cls, _ = sc.post(out)
+    fam_idx = {f: i for i, f in enumerate(mm.families)}
+    screen = p1 >= mm.threshold1
+    p2_all = 1.0 / (1.0 + np.exp(-np.clip(out.stage2_logit.astype(np.float64) * mm.s2_scale + mm.s2_offset, -60, 60)))
+    fam_all = np.asarray(out.fam_logits).argmax(axis=1)
+    return {
+        "p1": p1,
+        "p2": p2_all,
+        # monotone in the cascade decision: unscreened flows keep p1 (< threshold1), screened ones 1 + p2
+        "cascade_score": np.where(screen, 1.0 + p2_all, p1),
+        "screen": screen.astype(np.int64),
+        "malicious": mal.astype(np.int64),
+        "family": np.array([fam_idx[c] for c in cls], dtype=np.int64),
+        "family_raw": fam_all.astype(np.int64),
+    }
+
+
+def heldout_metrics(y_fam: np.ndarray, pr: dict[str, np.ndarray]) -> dict[str, Any]:
+    yb = (y_fam != 0).astype(np.int64)
+    m: dict[str, Any] = {"screen": bnn.binary_metrics(yb, pr["screen"]), "cascade": bnn.binary_metrics(yb, pr["malicious"])}
+    m["fraction_to_stage2"] = float(pr["screen"].mean())
+    m["family_accuracy"] = float((pr["family"] == y_fam).mean())
+    return m
+
+
+def export_onnx(c: Cascade, out: Path, metrics: dict[str, Any], digest: str) -> bytes:
+    from sidecar.engines.graph import build_onnx
+
+    s1 = c.towers["s1"]
+    full = dict(c.meta) | {
+        "bnn.schema_version": FEATURE_SCHEMA_VERSION,
+        "bnn.features": json.dumps(list(FEATURE_NAMES)),
+        "bnn.thermometer": json.dumps(
+            {"feat": s1["thermo_feat"].tolist(), "thr": s1["thermo_thr"].tolist(), "nan_feat": s1["nan_feat"].tolist()}
+        ),
+        "bnn.data_digest": digest,
+        "bnn.metrics": json.dumps(metrics, sort_keys=True),
+        "bnn.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    blob = build_onnx(bnn.graph_towers(c.towers), full)
+    (out / "model.onnx").write_bytes(blob)
+    (out / "model.onnx.sha256").write_text(f"{hashlib.sha256(blob).hexdigest()}  model.onnx\n")
+    return blob
+
+
+def onnx_check(blob: bytes, c: Cascade, X: np.ndarray) -> dict[str, Any]:
+    """onnxruntime outputs == the reference integer forward (bit for bit)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    b, f, s2 = sess.run(["bin_logit", "fam_logits", "stage2_logit"], {"x": X.astype(np.float32)})
+    r1, r2 = bnn.int_forward(c.towers["s1"], X), bnn.int_forward(c.towers["s2"], X)
+    return {
+        "rows": len(X),
+        "bin_equal": bool(np.array_equal(b, r1["bin_logit"])),
+        "fam_equal": bool(np.array_equal(f, r1["fam_logits"])),
+        "s2_equal": bool(np.array_equal(s2, r2["bin_logit"])),
+    }
+
+
+def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out split of ``train`` (stratified 80/20); ``evaluate`` reuses it."""
+    from sklearn.model_selection import train_test_split
+
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=y)
+    return np.sort(tr), np.sort(te)
+
+
+def train_and_export(
+    out_dir: str | Path,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int = 0,
+    epochs: int = 20,
+    report: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics."""
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    idx_tr, idx_te = split(y, seed)
+    c = fit_cascade(X[idx_tr], y[idx_tr], seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress)
+    pr = predict(c, X[idx_te])
+    m = heldout_metrics(y[idx_te], pr)
+    headline = {
+        **{k: round(v, 6) for k, v in m["cascade"].items()},
+        "screen_precision": round(m["screen"]["precision"], 6),
+        "screen_recall": round(m["screen"]["recall"], 6),
+        "fraction_to_stage2": round(m["fraction_to_stage2"], 6),
+        "family_accuracy": round(m["family_accuracy"], 6),
+        "n_train": len(idx_tr),
+        "n_test": len(idx_te),
+        "epochs": epochs,
+        "seed": seed,
+        "duplicates_removed": (report or {}).get("duplicates_removed"),
+    }
+    metrics: dict[str, Any] = {"heldout": m, "headline": headline, "fit": c.info}
+    digest = bnn.data_digest(X, y)
+    blob = export_onnx(c, out, headline, digest)
+    metrics["onnx_check"] = onnx_check(blob, c, np.asarray(X[idx_te[:100_000]]))
+    metrics["onnx_bytes"] = len(blob)
+    metrics["train_seconds"] = round(time.time() - t0, 1)
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "metadata": c.meta}, indent=2, default=str))
+    if report:
+        (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+    savez: Any = np.savez
+    savez(out / "towers.npz", **bnn.flatten_towers(c.towers))
+    return metrics
