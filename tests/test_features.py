@@ -16,7 +16,7 @@ from sidecar.features.schema import (
     extract,
     schema_markdown,
 )
-from sidecar.flow import FlowBatch
+from sidecar.flow import ACK, PSH, RST, SYN, FlowBatch
 from sidecar.sources import cic_csv, eve, zeek_json, zeek_tsv
 from sidecar.sources.base import ReadStats
 
@@ -200,3 +200,44 @@ def test_schema_markdown_lists_every_feature() -> None:
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| #")]
     assert len(rows) == len(FEATURES)
     assert all(ln.count(" | ") == 7 for ln in rows)
+
+
+def _one(proto: str | None, of: int, rf: int, ob: float, rb: float, op: float = 1.0, rp: float = 1.0) -> np.ndarray:
+    return extract(
+        FlowBatch.from_columns(
+            {"proto": [proto], "orig_flags": [of], "resp_flags": [rf], "orig_bytes": [ob], "resp_bytes": [rb],
+             "orig_pkts": [op], "resp_pkts": [rp], "duration": [0.001], "resp_p": [80]},
+            "test",
+            n=1,
+        )
+    )[0]
+
+
+def test_syn_without_ack_direction_has_no_payload() -> None:
+    # eve/PyPI-CSV estimate for a SYN -> RST/ACK probe: the SYN's 20 option bytes look like payload
+    x = _one("tcp", SYN, RST | ACK, 20.0, 0.0)
+    assert x[IDX["log_orig_bytes"]] == 0.0
+    assert x[IDX["orig_bytes_per_pkt"]] == 0.0
+    # the same estimate with the handshake completed (ACK seen) is kept
+    y = _one("tcp", SYN | ACK | PSH, SYN | ACK, 20.0, 0.0)
+    assert y[IDX["log_orig_bytes"]] == pytest.approx(np.log1p(20.0))
+    # SYN-only on the responder side (e.g. simultaneous open) too; missing bytes stay missing
+    z = _one("tcp", SYN, SYN, np.nan, 7.0)
+    assert np.isnan(z[IDX["log_orig_bytes"]])
+    assert z[IDX["log_resp_bytes"]] == 0.0
+    # unknown flags (CIC rows): payload as reported
+    w = _one("tcp", -1, -1, 20.0, 5.0)
+    assert w[IDX["log_orig_bytes"]] == pytest.approx(np.log1p(20.0))
+    # not TCP: untouched
+    u = _one("udp", -1, -1, 20.0, 5.0)
+    assert u[IDX["log_orig_bytes"]] == pytest.approx(np.log1p(20.0))
+
+
+def test_flags_are_zero_for_known_non_tcp_and_nan_when_unknown() -> None:
+    for proto in ("udp", "icmp", "icmp6", "47"):
+        x = _one(proto, -1, -1, 10.0, 10.0)
+        for f in ("flag_syn", "flag_fin", "flag_rst", "flag_psh", "flag_ack"):
+            assert x[IDX[f]] == 0.0, (proto, f)
+    tcp = _one("tcp", -1, -1, 10.0, 10.0)
+    none = _one(None, -1, -1, 10.0, 10.0)
+    assert np.isnan(tcp[IDX["flag_syn"]]) and np.isnan(none[IDX["flag_syn"]])

@@ -32,6 +32,18 @@ duration/bytes, an input CIC training data never has.
 
 Packets per second use ``max(duration, DURATION_FLOOR)`` as the denominator so
 single-packet flows (duration 0) give a finite rate; missing duration gives ``NaN``.
+
+Cross-source fixes (measured in ``docs/CROSS_SOURCE.md``, H10 experiment):
+
+* A TCP direction whose flags are known and show SYN without ACK (a half-open
+  connection attempt, a SYN scan/flood probe, a rejected connect) carries no payload:
+  its payload bytes are 0. The eve / PyPI-cicflowmeter estimate would otherwise count
+  the SYN's TCP options (20 B on Linux) as payload, where CIC and Zeek have 0.
+* TCP flag features are 0, not missing, when the protocol is known and is not TCP
+  (CIC writes 0 flag counts for UDP/ICMP; eve and Zeek have no TCP flags there).
+
+Both leave every CIC training row unchanged (CIC has no per-direction flags and writes 0
+flag counts for non-TCP rows), so models trained on schema version 1 stay valid.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ _ZEEK_ZERO = "Zeek, duration unset (= 0): `*_ip_bytes` - pkts*(20+L4 hdr), SYN-o
 _EVE_PAYLOAD = "estimate: bytes - pkts*(14+20+L4 hdr; tcp 20, udp/icmp 8), clamped >= 0"
 _FLAG_ZEEK = "`history` letters -> flag bits (reader)"
 _FLAG_EVE = "`tcp.tcp_flags_ts` \\| `tcp.tcp_flags_tc` (hex)"
+_SYN_ONLY = "0 for a TCP direction that sent SYN without ACK"
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,8 @@ def _flag_feature(word: str, cic_col: str) -> Feature:
     return Feature(
         f"flag_{word}",
         "0/1",
-        f"1 if {word.upper()} seen in either direction ((orig_flags \\| resp_flags) & {word.upper()}); NaN if flags missing",
+        f"1 if {word.upper()} seen in either direction ((orig_flags \\| resp_flags) & {word.upper()}); "
+        "0 if proto is known and not TCP; else NaN if flags missing",
         f"`{cic_col}` > 0 (count over both directions)",
         f"`history` ({_FLAG_ZEEK})",
         "`tcp.tcp_flags_ts`, `tcp.tcp_flags_tc`",
@@ -110,7 +124,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "log_orig_bytes",
         "log1p(bytes)",
-        "log1p(orig_bytes) (payload)",
+        f"log1p(orig_bytes) (payload; {_SYN_ONLY})",
         "`TotLen Fwd Pkts`",
         "`orig_bytes`",
         "`flow.bytes_toserver`, `flow.pkts_toserver`",
@@ -119,7 +133,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "log_resp_bytes",
         "log1p(bytes)",
-        "log1p(resp_bytes) (payload)",
+        f"log1p(resp_bytes) (payload; {_SYN_ONLY})",
         "`TotLen Bwd Pkts`",
         "`resp_bytes`",
         "`flow.bytes_toclient`, `flow.pkts_toclient`",
@@ -128,7 +142,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "orig_bytes_per_pkt",
         "bytes/packet",
-        "orig_bytes / orig_pkts; NaN if orig_pkts is 0 or missing",
+        f"orig_bytes / orig_pkts ({_SYN_ONLY}); NaN if orig_pkts is 0 or missing",
         "`TotLen Fwd Pkts` / `Tot Fwd Pkts`",
         "`orig_bytes` / `orig_pkts`",
         "estimated payload / `flow.pkts_toserver`",
@@ -137,7 +151,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "resp_bytes_per_pkt",
         "bytes/packet",
-        "resp_bytes / resp_pkts; NaN if resp_pkts is 0 or missing",
+        f"resp_bytes / resp_pkts ({_SYN_ONLY}); NaN if resp_pkts is 0 or missing",
         "`TotLen Bwd Pkts` / `Tot Bwd Pkts`",
         "`resp_bytes` / `resp_pkts`",
         "estimated payload / `flow.pkts_toclient`",
@@ -275,11 +289,15 @@ def zeek_zero_duration(
         (rp, _f64(batch, "resp_ip_bytes"), rb, batch["resp_flags"]),
     ):
         est = np.maximum(ipb - pk * (20.0 + hdr), 0.0)  # NaN if IP bytes or proto unknown
-        fl = np.asarray(flags, dtype=np.int32)
-        syn_only = (proto == "tcp") & (fl >= 0) & ((fl & SYN) != 0) & ((fl & ACK) == 0)
+        syn_only = _syn_only(np.asarray(flags, dtype=np.int32), np.asarray(proto == "tcp", dtype=bool))
         est = np.where(syn_only | (pk == 0), 0.0, est)
         out.append(np.where(fix & np.isnan(b), est, b))
     return np.where(fix, 0.0, dur), out[0], out[1]
+
+
+def _syn_only(flags: np.ndarray, is_tcp: np.ndarray) -> np.ndarray:
+    """TCP rows whose (known) flag union for one direction has SYN and no ACK."""
+    return is_tcp & (flags >= 0) & ((flags & SYN) != 0) & ((flags & ACK) == 0)
 
 
 def extract(batch: FlowBatch) -> np.ndarray:
@@ -294,10 +312,16 @@ def extract(batch: FlowBatch) -> np.ndarray:
         dur, ob, rb = zeek_zero_duration(batch, dur, op, rp, ob, rb)
 
     proto = batch["proto"]
-    proto_missing = np.equal(proto, np.array(None, dtype=object))
-    is_tcp = proto == "tcp"
+    proto_missing = np.asarray(np.equal(proto, np.array(None, dtype=object)), dtype=bool)
+    is_tcp = np.asarray(proto == "tcp", dtype=bool)
     is_udp = proto == "udp"
     is_icmp = (proto == "icmp") | (proto == "icmp6")
+
+    of = batch["orig_flags"].astype(np.int32)
+    rf = batch["resp_flags"].astype(np.int32)
+    # a TCP direction that sent SYN but never ACK carried no payload (estimates count the SYN's options)
+    ob = np.where(_syn_only(of, is_tcp) & ~np.isnan(ob), 0.0, ob)
+    rb = np.where(_syn_only(rf, is_tcp) & ~np.isnan(rb), 0.0, rb)
 
     rport = batch["resp_p"].astype(np.float64)
     rport[rport < 0] = np.nan
@@ -315,17 +339,16 @@ def extract(batch: FlowBatch) -> np.ndarray:
         "resp_bytes_per_pkt": _safe_div(rb, rp),
         "resp_orig_pkt_ratio": _safe_div(rp, op),
         "no_response": _indicator(rp == 0, np.isnan(rp)),
-        "proto_tcp": _indicator(np.asarray(is_tcp, dtype=bool), np.asarray(proto_missing, dtype=bool)),
-        "proto_udp": _indicator(np.asarray(is_udp, dtype=bool), np.asarray(proto_missing, dtype=bool)),
-        "proto_icmp": _indicator(np.asarray(is_icmp, dtype=bool), np.asarray(proto_missing, dtype=bool)),
+        "proto_tcp": _indicator(is_tcp, proto_missing),
+        "proto_udp": _indicator(np.asarray(is_udp, dtype=bool), proto_missing),
+        "proto_icmp": _indicator(np.asarray(is_icmp, dtype=bool), proto_missing),
         "resp_port_well_known": _indicator(rport < 1024, np.isnan(rport)),
         "log_resp_port": _log1p(rport),
         "log_pkts_per_s": _log1p(pps),
     }
 
-    of = batch["orig_flags"].astype(np.int32)
-    rf = batch["resp_flags"].astype(np.int32)
     have_o, have_r = of >= 0, rf >= 0
+    not_tcp = ~proto_missing & ~is_tcp  # UDP/ICMP/other: no TCP flags by protocol -> 0, not missing
     union = np.where(have_o, of, 0) | np.where(have_r, rf, 0)
     have_any = have_o | have_r
     for name, (bit, cic_col) in _FLAGS.items():
@@ -336,7 +359,7 @@ def extract(batch: FlowBatch) -> np.ndarray:
             c = np.asarray(cnt, dtype=np.float64)
             use = ~have_any & ~np.isnan(c)
             vals = np.where(use, (c > 0).astype(np.float64), vals)
-        cols[name] = vals
+        cols[name] = np.where(not_tcp, 0.0, vals)
 
     out = np.empty((n, len(FEATURES)), dtype=np.float32)
     for j, f in enumerate(FEATURES):
