@@ -23,7 +23,7 @@ import numpy as np
 
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
-from sidecar.sources.zeek_tsv_fast import fast_batch as _fast_batch
+from sidecar.sources.zeek_tsv_fast import convert_block as _fast_batch
 from sidecar.sources.zeek_tsv_fast import fast_sep
 from sidecar.sources.zeek_tsv_values import (
     DETAIL_NAMES,
