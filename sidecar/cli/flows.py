@@ -11,6 +11,7 @@ import orjson
 
 from sidecar.errors import InputError
 from sidecar.flow import schema_table
+from sidecar.jsonlines import json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 for batch in read_path(path, args.format, stats):
                     if out is not None:
-                        out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch.iter_rows()))
+                        out.write(json_lines(batch.iter_rows()))
             except InputError as exc:
                 log.error("%s", exc)
                 failed += 1

@@ -22,6 +22,7 @@ from types import FrameType
 import orjson
 
 from sidecar.errors import InputError
+from sidecar.jsonlines import json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, detect_bytes
 from sidecar.sources.follow import Follower, FollowState, load_checkpoint, save_checkpoint
@@ -74,7 +75,7 @@ def follow(args: argparse.Namespace) -> int:
             body = [ln for ln in lines if not ln.startswith(b"#")]
             feed = [h.encode() for h in fol.state.header if not h.startswith("#close")] + body
             for batch in mod.read_lines(feed, stats, where=str(path)):
-                out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch.iter_rows()))
+                out.write(json_lines(batch.iter_rows()))
             out.flush()
             if out is not sys.stdout.buffer:
                 os.fsync(out.fileno())

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
+from sidecar.jsonlines import json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     v = scorer.score(batch)
                     if args.only_malicious:
                         v = v.take(v.malicious)
-                    out.write(b"".join(orjson.dumps(r) + b"\n" for r in v.iter_json()))
+                    out.write(json_lines(v.iter_json()))
             except InputError as exc:
                 log.error("%s", exc)
             total.merge(stats)

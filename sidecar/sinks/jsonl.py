@@ -17,6 +17,7 @@ from typing import IO
 import numpy as np
 import orjson
 
+from sidecar.jsonlines import json_lines
 from sidecar.verdict import VerdictBatch
 
 
@@ -50,7 +51,7 @@ class JsonlSink:
             key = self.stamp_field
             data = b"".join(orjson.dumps({**r, key: now}) + b"\n" for r in rows)
         else:
-            data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+            data = json_lines(rows)
         self._fh.write(data)
         self.written += len(verdicts)
 
