@@ -139,3 +139,15 @@ def test_show_config_prints_values_and_origins(tmp_path: Path) -> None:
     bad = _write(tmp_path, BASE + "bogus = 1\n")
     r = _cli("show-config", "--config", str(bad))
     assert r.returncode == 1 and "'bogus'" in r.stderr
+
+
+def test_sample_block_section_validates_when_enabled(tmp_path: Path) -> None:
+    """The commented `block` sink of the sample config is a working example, not prose."""
+    text = SAMPLE.read_text()
+    i = text.index('# [[sink]]\n# kind = "block"')
+    enabled = "\n".join(ln[2:] if ln.startswith("# ") else ln for ln in text[i:].splitlines())
+    p = tmp_path / "with-block.toml"
+    p.write_text(text[:i] + enabled + "\n")
+    cfg = load_config(p, env={})
+    block = [s for s in cfg.sinks if s.kind == "block"]
+    assert len(block) == 1 and block[0].params["dry_run"] is True
