@@ -79,9 +79,16 @@ class Scorer:
         stage = np.where(screen, STAGE_CASCADE, STAGE_SCREEN).astype(np.int8)
         return p1, p2, mal, cls, stage
 
+    def screen(self, bin_logit: np.ndarray) -> np.ndarray:
+        """Rows the stage-1 screen passes to stage 2 (the same test as :meth:`post`)."""
+        m = self.meta
+        flagged: np.ndarray = _sigmoid(bin_logit.astype(np.float64) * m.bin_scale + m.bin_offset) >= m.threshold1
+        return flagged
+
     def score(self, batch: FlowBatch) -> VerdictBatch:
         x = extract(batch)
-        out = self.engine.run(x)
+        cascade = getattr(self.engine, "run_cascade", None)  # engines that can skip stage 2 per row
+        out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
         self.scored += len(batch)
         self.flagged.update(cls[mal].tolist())

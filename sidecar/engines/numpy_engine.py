@@ -20,6 +20,7 @@ How each piece stays exact and fast:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,24 @@ class NumpyEngine:
             out_f[lo:hi] = r1["fam"]
             out_s[lo:hi] = r2["s2"][:, 0]
         return EngineOutput(bin_logit=out_b, fam_logits=out_f, stage2_logit=out_s)
+
+    def run_cascade(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray]) -> EngineOutput:
+        """Like :meth:`run`, but the stage-2 tower runs only on rows where ``screen(bin_logit)`` is
+        true; ``stage2_logit`` is 0 elsewhere (the scorer never reads it there, so verdicts are
+        identical to :meth:`run`'s). Saves the stage-2 work on flows the screen passes as benign."""
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        out_b = np.empty(n, dtype=np.int32)
+        out_f = np.empty((n, self._k), dtype=np.int32)
+        for lo in range(0, n, self._chunk):
+            r1 = self._s1.run(np.ascontiguousarray(x[lo : lo + self._chunk].T))
+            hi = min(lo + self._chunk, n)
+            out_b[lo:hi] = r1["bin"][:, 0]
+            out_f[lo:hi] = r1["fam"]
+        out_s = np.zeros(n, dtype=np.int32)
+        rows = np.flatnonzero(screen(out_b))
+        for lo in range(0, len(rows), self._chunk):
+            sel = rows[lo : lo + self._chunk]
+            out_s[sel] = self._s2.run(np.ascontiguousarray(x[sel].T))["s2"][:, 0]
+        return EngineOutput(bin_logit=out_b, fam_logits=out_f, stage2_logit=out_s)
+
