@@ -7,10 +7,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from sidecar.bench.common import Input, best_of, count_records, rate, reader
 from sidecar.errors import EngineUnavailable
+from sidecar.jsonlines import score_to_json_lines
 from sidecar.sources.base import ReadStats
 
 #: records per micro-batch, as ``bnn-sidecar score`` uses by default
@@ -18,15 +17,8 @@ BATCH = 1024
 
 
 def pipeline(mod: Any, stream: Iterable[bytes], scorer: Any, write: Callable[[bytes], Any], batch: int = BATCH) -> int:
-    """What ``bnn-sidecar score`` does per batch; returns the number of verdicts written."""
-    st = ReadStats()
-    n = 0
-    dumps = orjson.dumps
-    for fb in mod.read_lines(stream, st, batch_size=batch):
-        v = scorer.score(fb)
-        write(b"".join(dumps(r) + b"\n" for r in v.iter_json()))
-        n += len(fb)
-    return n
+    """What ``bnn-sidecar score`` does per batch (the same function); returns the flows scored."""
+    return score_to_json_lines(mod.read_lines(stream, ReadStats(), batch_size=batch), scorer, write)
 
 
 class NullSink:

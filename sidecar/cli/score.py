@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
-from sidecar.jsonlines import json_lines
+from sidecar.jsonlines import score_to_json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
 
@@ -59,11 +59,8 @@ def run(args: argparse.Namespace) -> int:
         for path in args.input:
             stats = ReadStats()
             try:
-                for batch in read_path(path, args.format, stats, batch_size=args.batch):
-                    v = scorer.score(batch)
-                    if args.only_malicious:
-                        v = v.take(v.malicious)
-                    out.write(json_lines(v.iter_json()))
+                score_to_json_lines(read_path(path, args.format, stats, batch_size=args.batch), scorer,
+                                    out.write, args.only_malicious)
             except InputError as exc:
                 log.error("%s", exc)
             total.merge(stats)
