@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sidecar.features.labels import FAMILIES
+from sidecar.train.bnn import minibatches
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -70,11 +71,8 @@ def fit_mlp(
     n = len(xt)
     for _ in range(epochs):
         net.train()
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:
-                continue
+        for idx_np in minibatches(n, batch_size, g):
+            idx = torch.from_numpy(idx_np)
             lb, lf = net(xt[idx])
             loss = nn.functional.binary_cross_entropy_with_logits(lb, yb[idx]) + nn.functional.cross_entropy(
                 lf, yf[idx]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,16 @@ from torch import nn
 from sidecar.features.labels import FAMILIES
 
 log = logging.getLogger(__name__)
+
+
+def minibatches(n: int, batch_size: int, g: torch.Generator) -> Iterator[np.ndarray]:
+    """One epoch's shuffled minibatch row indices; a last batch of fewer than 2 rows is dropped
+    (batch norm needs two). Every trainer here draws its permutation through this, from ``g``."""
+    perm = torch.randperm(n, generator=g).numpy()
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]
+        if len(idx) >= 2:
+            yield idx
 
 N_THRESH = 7
 HIDDEN: tuple[int, ...] = (128, 64)
@@ -299,12 +310,8 @@ def train_model(
             for grp in opt.param_groups:
                 grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * ep / max(epochs, 1)))
         model.train()
-        perm = torch.randperm(n, generator=g).numpy()
         tot = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:
-                continue
+        for idx in minibatches(n, batch_size, g):
             yf = torch.from_numpy(yf_all[idx])
             lb, lf = model(batch(idx))
             loss = nn.functional.binary_cross_entropy_with_logits(

@@ -34,7 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from sidecar.train.bnn import BinaryLinear, Thermometer, fit_thermometer, fold_bn, quant_head, sign_ste
+from sidecar.train.bnn import (
+    BinaryLinear,
+    Thermometer,
+    fit_thermometer,
+    fold_bn,
+    minibatches,
+    quant_head,
+    sign_ste,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +156,8 @@ def train_stage2(
 
     for ep in tqdm(range(epochs), desc="stage 2 epochs", disable=not progress, unit="ep"):
         net.train()
-        perm = torch.randperm(n, generator=g).numpy()
         tot = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:
-                continue
+        for idx in minibatches(n, batch_size, g):
             y = torch.from_numpy(y_all[idx])
             out = net(*batch(idx))
             wt = torch.where(y > 0, 1.0, w_neg)
