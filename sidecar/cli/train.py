@@ -34,6 +34,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stream", action="store_true", help="bounded-memory chunked loading (auto above 256 MB of CSV)")
+    p.add_argument(
+        "--benign",
+        nargs="+",
+        metavar="PATH",
+        default=[],
+        help="your own network's benign records (conn.log, eve, CSV; files or folders) added to the training part "
+        "(labelled files: benign rows only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +75,21 @@ def run(args: argparse.Namespace) -> int:
         f"unknown labels dropped: {rep['unknown_dropped']}, reader skipped: {sum(rep['reader_skipped'].values())}) "
         f"from {len(paths)} files"
     )
-    metrics = train_and_export(out, t.X, t.y, seed=args.seed, epochs=args.epochs, report=rep, progress=not args.no_progress)
+    extra = None
+    if args.benign:
+        from sidecar.train.benign import load_benign
+
+        b = load_benign(args.benign, cic_X=t.X)
+        extra = b.X
+        rep["benign_extra"] = b.report
+        for r in b.report["files"]:
+            print(f"benign extra {r['file']}: read {r['read']}, kept {r['kept']} (not benign {r['not_benign']}, "
+                  f"no ground truth {r['no_ground_truth']}, no packets {r['no_packets']})")
+        print(f"benign extra rows: {b.report['rows']} (duplicates removed {b.report['duplicates_removed']}, "
+              f"equal to a CIC row {b.report['equal_to_cic_row_removed']}, non-record files {b.report['files_skipped']})")
+    metrics = train_and_export(
+        out, t.X, t.y, seed=args.seed, epochs=args.epochs, report=rep, progress=not args.no_progress, extra_benign=extra
+    )
     pack_onnx(out / "model.onnx", out / "model.bnnpack.npz")
     h = metrics["headline"]
     print(f"held-out screen (stage 1): precision {h['screen_precision']:.4f} recall {h['screen_recall']:.4f}")

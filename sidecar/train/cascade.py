@@ -202,13 +202,22 @@ def train_and_export(
     epochs: int = 20,
     report: dict[str, Any] | None = None,
     progress: bool = False,
+    extra_benign: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics."""
+    """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics.
+
+    ``extra_benign`` (feature rows, see :mod:`sidecar.train.benign`) joins the training part only.
+    """
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx_tr, idx_te = split(y, seed)
-    c = fit_cascade(X[idx_tr], y[idx_tr], seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress)
+    X_tr, y_tr = X[idx_tr], y[idx_tr]
+    n_extra = 0 if extra_benign is None else len(extra_benign)
+    if extra_benign is not None and n_extra:
+        X_tr = np.concatenate([np.asarray(X_tr), np.asarray(extra_benign, dtype=np.float32)])
+        y_tr = np.concatenate([y_tr, np.zeros(n_extra, dtype=y_tr.dtype)])
+    c = fit_cascade(X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress)
     pr = predict(c, X[idx_te])
     m = heldout_metrics(y[idx_te], pr)
     headline = {
@@ -217,14 +226,17 @@ def train_and_export(
         "screen_recall": round(m["screen"]["recall"], 6),
         "fraction_to_stage2": round(m["fraction_to_stage2"], 6),
         "family_accuracy": round(m["family_accuracy"], 6),
-        "n_train": len(idx_tr),
+        "n_train": len(idx_tr) + n_extra,
         "n_test": len(idx_te),
+        "extra_benign_rows": n_extra,
         "epochs": epochs,
         "seed": seed,
         "duplicates_removed": (report or {}).get("duplicates_removed"),
     }
     metrics: dict[str, Any] = {"heldout": m, "headline": headline, "fit": c.info}
     digest = bnn.data_digest(X, y)
+    if extra_benign is not None and n_extra:  # extra rows are training data too: digest of both
+        digest = hashlib.sha256((digest + bnn.data_digest(extra_benign, np.zeros(n_extra, y.dtype))).encode()).hexdigest()
     blob = export_onnx(c, out, headline, digest)
     metrics["onnx_check"] = onnx_check(blob, c, np.asarray(X[idx_te[:100_000]]))
     metrics["onnx_bytes"] = len(blob)
