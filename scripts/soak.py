@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--engine", default="onnx", choices=["onnx", "numpy"])
     ap.add_argument("--poll-ms", type=int, default=200)
     ap.add_argument("--batch-ms", type=float, default=50.0)
+    ap.add_argument("--no-inotify", action="store_true", help="follow by polling only (the fallback path)")
     ap.add_argument("--rotate-s", type=float, default=60.0)
     ap.add_argument("--latency", action="store_true", help="write every verdict with a t_out stamp and report latency")
     ap.add_argument("--warmup-s", type=float, default=15.0, help="RSS 'start' is taken after this many seconds")
@@ -113,6 +114,7 @@ def main() -> int:
         f'[sidecar]\nengine = "{a.engine}"\nbatch_ms = {a.batch_ms}\ncheckpoint_dir = "{out}/ckpt"\n'
         f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
         f'[[source]]\nkind = "follow"\npath = "{log}"\npoll_ms = {a.poll_ms}\n'
+        f'inotify = {"false" if a.no_inotify else "true"}\n'
         f'[[sink]]\nkind = "notice_log"\npath = "{out}/notice.log"\n'
         f'[[sink]]\nkind = "jsonl"\npath = "{verdicts}"\nonly_malicious = {"false" if a.latency else "true"}\n'
         f'stamp_field = "t_out"\n'
@@ -184,15 +186,21 @@ def main() -> int:
     summ = json.loads(err.rsplit("summary: ", 1)[1].splitlines()[0]) if "summary: " in err else {}
     report: dict[str, object] = {
         "minutes": a.minutes, "target_rate": a.rate, "achieved_rate": round(written / max(t_end - t0, 1e-9)),
-        "engine": a.engine, "poll_ms": a.poll_ms, "batch_ms": a.batch_ms, "rotations": rotations,
+        "engine": a.engine, "inotify": not a.no_inotify, "poll_ms": a.poll_ms, "batch_ms": a.batch_ms,
+        "rotations": rotations,
         "written": written, "records_in": summ.get("records_in"), "scored": summ.get("scored"),
-        "skipped": summ.get("skipped"), "verdicts": summ.get("verdicts"), "exit_code": rc,
+        "skipped": summ.get("skipped"), "verdicts": summ.get("verdicts"), "batches": summ.get("batches"),
+        "exit_code": rc,
         "unaccounted": None if not summ else written - summ["scored"] - sum(summ["skipped"].values()),
         "rss_start_kb": rss_start, "rss_end_kb": rss_end, "rss_max_kb": max((r for _, r in samples), default=-1),
         "rss_samples": samples[:: max(1, len(samples) // 20)],
         "service_cpu_s": round(cpu, 1), "service_cpu_pct_of_one_core": round(100 * cpu / max(t_end - t0, 1e-9), 1),
         "loadavg_1_5_15_at_end": [round(x, 2) for x in load], "cpus": os.cpu_count(),
     }
+    for name, key in (("batch_latency_seconds", "mean_batch_in_to_written_ms"), ("score_seconds", "mean_score_ms")):
+        cnt = m.get(f"bnn_sidecar_{name}_count", 0.0)
+        if cnt:  # from /metrics: where the time goes inside the service, per micro-batch
+            report[key] = round(1000 * m[f"bnn_sidecar_{name}_sum"] / cnt, 2)
     if a.latency:
         import orjson
 
@@ -208,6 +216,11 @@ def main() -> int:
         if len(arr):
             report["latency_ms"] = {q: round(float(np.percentile(arr, p)) * 1000, 1)
                                     for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+            sec = np.asarray(seqs) // a.rate
+            per_s = np.asarray([np.percentile(arr[sec == s], 99) for s in np.unique(sec)]) * 1000
+            report["latency_p99_ms_per_second"] = {  # how much of the tail is a few busy seconds
+                "min": round(float(per_s.min()), 1), "median": round(float(np.median(per_s)), 1),
+                "max": round(float(per_s.max()), 1), "share_le_20ms": round(float(np.mean(per_s <= 20)), 2)}
             minute = np.asarray(seqs) // (a.rate * 60)
             report["latency_p99_ms_by_minute"] = [round(float(np.percentile(arr[minute == m], 99)) * 1000, 1)
                                                   for m in np.unique(minute)]

@@ -65,7 +65,7 @@ def follow(args: argparse.Namespace) -> int:
             if not lines:
                 if args.idle_exit and time.monotonic() - idle_since > args.idle_exit:
                     break
-                time.sleep(args.poll)
+                fol.wait(args.poll)  # inotify wake-up; args.poll is the fallback tick
                 continue
             idle_since = time.monotonic()
             if fmt is None:

@@ -1,8 +1,10 @@
 """A followed conn.log / eve.json as a live source of the service (``kind = "follow"``).
 
 Wraps :class:`sidecar.sources.follow.Follower` (``tail -F`` with rotation, partial
-lines and copy-truncate) and the format readers. Iteration blocks between polls;
-:meth:`close` from another thread makes the iterator finish within ``poll_ms``.
+lines and copy-truncate) and the format readers. At the end of the file iteration
+blocks until the file changes (inotify) or ``poll_ms`` passes (the fallback tick that
+also catches rotation and truncation); :meth:`close` from another thread wakes it, so
+the iterator finishes at once (within ``poll_ms`` at worst).
 
 Checkpoints are exact, at-least-once: after each poll the source offers a *token*
 (the follow position after the lines of that poll) through :meth:`take_token`; the
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class FollowSource:
     def __init__(self, path: str, format: str = "auto", checkpoint: str | None = None,
-                 poll_ms: int = 200, batch_size: int = 1024) -> None:
+                 poll_ms: int = 200, batch_size: int = 1024, inotify: bool = True) -> None:
         if format != "auto" and format not in FORMATS:
             raise InputError(f"unknown format {format!r}; choose one of auto, {', '.join(FORMATS)}")
         if not 1 <= poll_ms <= 1000:
@@ -49,7 +51,8 @@ class FollowSource:
         state = (load_checkpoint(self.checkpoint) if self.checkpoint else None) or FollowState()
         fmt = state.extra.get("format") if format == "auto" else format
         self.format: str | None = fmt if fmt in FORMATS else None
-        self._fol = Follower(self.path, state)
+        self._fol = Follower(self.path, state, inotify=inotify)
+        self._fol.waker  # noqa: B018 -- create it now, so close() can always wake the iterator
         self._committed: FollowState | None = None
         self._saved: tuple[int, int] | None = None
         self._token: FollowState | None = None
@@ -72,7 +75,8 @@ class FollowSource:
                 if not lines:
                     if self.once:
                         return
-                    self._stop.wait(self.poll_s)
+                    if not self._stop.is_set():
+                        self._fol.wait(self.poll_s)
                     continue
                 batches = self._parse(lines)
                 self._fol.commit()
@@ -129,8 +133,9 @@ class FollowSource:
         self._saved = (tok.inode, tok.offset)
 
     def close(self) -> None:
-        """Stop iterating (thread-safe; the iterator ends within ``poll_ms``)."""
+        """Stop iterating (thread-safe; wakes the iterator, which ends at once)."""
         self._stop.set()
+        self._fol.wake()
         if not self._started:
             with self._lock:
                 self._fol.close()

@@ -12,6 +12,9 @@
   (``flows --follow``) truncates its output to ``out_offset`` so records written
   after the last checkpoint are not duplicated. If the file was rotated while we
   were down, the rest of the old file is found by inode in the same directory.
+* Waiting: :meth:`Follower.wait` blocks until the file changes (inotify, see
+  :mod:`sidecar.sources.follow_inotify`) or a timeout passes, whichever comes first;
+  the timeout is the polling tick, and the only wake-up without inotify.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from sidecar.sources.follow_inotify import FileWaker
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +69,11 @@ class Follower:
     commits after it has written what the lines became.
     """
 
-    def __init__(self, path: str | Path, state: FollowState | None = None) -> None:
+    def __init__(self, path: str | Path, state: FollowState | None = None, inotify: bool = True) -> None:
         self.path = Path(path)
         self.state = state or FollowState()
+        self._inotify = inotify
+        self._waker: FileWaker | None = None
         self._fh: IO[bytes] | None = None
         self._pending = b""
         self._read_to = self.state.offset  # offset of the end of lines handed out
@@ -80,7 +87,7 @@ class Follower:
         for p in cand:
             try:
                 if p.stat().st_ino == self.state.inode:
-                    self._fh = open(p, "rb")  # noqa: SIM115
+                    self._fh = open(p, "rb", buffering=0)  # noqa: SIM115
                     size = os.fstat(self._fh.fileno()).st_size
                     if size < self.state.offset:  # truncated while we were down
                         self.state.offset = 0
@@ -96,7 +103,7 @@ class Follower:
 
     def _open_current(self) -> bool:
         try:
-            fh = open(self.path, "rb")  # noqa: SIM115
+            fh = open(self.path, "rb", buffering=0)  # noqa: SIM115
         except FileNotFoundError:
             return False
         self._fh = fh
@@ -111,27 +118,36 @@ class Follower:
         if self._fh is None and not self._open_current():
             return []
         assert self._fh is not None
-        st = os.fstat(self._fh.fileno())
-        if st.st_size < self._read_to:  # copy-truncate
-            log.info("%s was truncated; reading from 0", self.path)
+        # Unbuffered: one read(2) per poll with data. Truncation and rotation are only checked
+        # when it returns nothing (a file truncated below our offset reads as empty), so the
+        # data path makes one system call (each one is a GIL hand-off to the scoring thread).
+        chunk = self._fh.read(max_bytes) or b""
+        if not chunk and os.fstat(self._fh.fileno()).st_size < self._read_to + len(self._pending):
+            log.info("%s was truncated; reading from 0", self.path)  # copy-truncate
             self._fh.seek(0)
             self.state.offset = self._read_to = 0
             self.state.header = []
             self._pending = b""
-        chunk = self._fh.read(max_bytes)
+            chunk = self._fh.read(max_bytes) or b""
         if not chunk:
             try:
                 rotated = self.path.stat().st_ino != self.state.inode
             except FileNotFoundError:
                 rotated = False
-            if rotated:
+            if not rotated:
+                return []
+            # Lines appended between the empty read above and the rename are still in the old
+            # file: read it once more now that the rename is seen; switch only when that is empty.
+            chunk = self._fh.read(max_bytes) or b""
+            if not chunk:
                 log.info("%s was rotated; switching to the new file", self.path)
                 if self._pending:
                     log.warning("dropping %d bytes of unterminated last line of the rotated file", len(self._pending))
                 self._fh.close()
                 self._fh = None
-                self._open_current()
-            return []
+                if self._open_current():  # read the new file now, not one wait later
+                    return self.poll(max_bytes)
+                return []
         data = self._pending + chunk
         cut = data.rfind(b"\n")
         if cut < 0:
@@ -156,7 +172,32 @@ class Follower:
         """Mark every line returned so far as handled."""
         self.state.offset = self._read_to
 
+    @property
+    def waker(self) -> FileWaker:
+        """The change notifier behind :meth:`wait` (created on first use)."""
+        if self._waker is None:
+            self._waker = FileWaker(self.path, use_inotify=self._inotify)
+        return self._waker
+
+    def wait(self, timeout: float) -> bool:
+        """After an empty :meth:`poll`: block until the file (or its name) changes, :meth:`wake`
+        is called, or ``timeout`` seconds pass. True when woken early (poll again now).
+
+        The first call only sets the watches up and returns True: a change made before the
+        watches existed would otherwise wait for the timeout."""
+        if self._waker is None:
+            self.waker  # noqa: B018
+            return True
+        return self._waker.wait(timeout)
+
+    def wake(self) -> None:
+        """End a current :meth:`wait` now (thread-safe)."""
+        if self._waker is not None:
+            self._waker.wake()
+
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._waker is not None:
+            self._waker.close()
