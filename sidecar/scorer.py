@@ -20,6 +20,9 @@ from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.verdict import STAGE_CASCADE, STAGE_SCREEN, VerdictBatch
 
+#: largest bin_logit range for which the screen is a lookup table (the shipped model: a few hundred values)
+LUT_MAX = 1 << 20
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -61,6 +64,7 @@ class Scorer:
     model_id: str
     flagged: Counter[str] = field(default_factory=Counter)
     scored: int = 0
+    _lut: tuple[int, np.ndarray] | bool | None = field(default=None, repr=False)  # screen lookup table
 
     def post(self, out: EngineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Integer engine outputs → (p1, p2, malicious, class, stage)."""
@@ -80,10 +84,34 @@ class Scorer:
         return p1, p2, mal, cls, stage
 
     def screen(self, bin_logit: np.ndarray) -> np.ndarray:
-        """Rows the stage-1 screen passes to stage 2 (the same test as :meth:`post`)."""
+        """Rows the stage-1 screen passes to stage 2 (the same test as :meth:`post`).
+
+        ``bin_logit`` is an integer with a range fixed by the model, so the test is looked up in a
+        table computed once over that range with the same float expression (exact by construction);
+        values outside it, or engines that do not report the range, take the float path."""
+        lut = self._screen_table()
+        if lut is not None and len(bin_logit):
+            lo, table = lut
+            i = bin_logit.astype(np.int64) - lo
+            if int(i.min()) >= 0 and int(i.max()) < len(table):
+                hit: np.ndarray = table[i]
+                return hit
+        return self._screen_float(bin_logit)
+
+    def _screen_float(self, bin_logit: np.ndarray) -> np.ndarray:
         m = self.meta
         flagged: np.ndarray = _sigmoid(bin_logit.astype(np.float64) * m.bin_scale + m.bin_offset) >= m.threshold1
         return flagged
+
+    def _screen_table(self) -> tuple[int, np.ndarray] | None:
+        if self._lut is None:
+            bounds = getattr(self.engine, "bin_logit_bounds", None)
+            b = bounds() if bounds is not None else None
+            if b is None or not b[0] <= b[1] or b[1] - b[0] > LUT_MAX:
+                self._lut = False
+            else:
+                self._lut = (int(b[0]), self._screen_float(np.arange(b[0], b[1] + 1, dtype=np.int64)))
+        return self._lut if isinstance(self._lut, tuple) else None
 
     def score(self, batch: FlowBatch) -> VerdictBatch:
         x = extract(batch)

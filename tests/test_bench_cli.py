@@ -57,10 +57,13 @@ def test_parse_rows(result: dict[str, Any]) -> None:
 
 
 def test_model_rows(result: dict[str, Any]) -> None:
-    got = {(r["engine"], r["batch"]) for r in result["model"]}
-    assert got == {(e, b) for e in ("onnx", "numpy") for b in (1, 64, 1024)}
+    got = [(r["engine"], r["path"], r["batch"]) for r in result["model"]]
+    # one run: engine.run and the scorer's cascade path, each engine, each batch size
+    assert sorted(got) == sorted((e, p, b) for e in ("onnx", "numpy") for p in ("run", "cascade") for b in (1, 64, 1024))
     for r in result["model"]:
         assert r["calls"] >= 20 and 0 < r["p50_us"] <= r["p99_us"] and r["flows_per_s"] > 0
+        if r["path"] == "cascade":
+            assert 0.0 < r["stage2_frac"] < 1.0  # the bundled samples have flows on both sides of the screen
 
 
 def test_e2e_rows(result: dict[str, Any]) -> None:

@@ -1,8 +1,15 @@
-"""Model-only speed: ``engine.run`` on a prepared float32 feature matrix."""
+"""Model-only speed on a prepared float32 feature matrix, two paths per engine and batch size.
+
+* ``path="run"``: ``engine.run`` (every output for every row; the keys of the original rows);
+* ``path="cascade"``: what :meth:`sidecar.scorer.Scorer.score` really runs:
+  ``engine.run_cascade(x, scorer.screen)`` (stage 2 only where the screen flags) when the
+  engine has it, else ``engine.run``; ``stage2_frac`` is the fraction of rows it flagged.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +40,21 @@ def real_features(inputs: list[Input], rows: int) -> np.ndarray:
 
 
 def load(kind: str, model: Path) -> Any:
-    from sidecar.engines.load import load_engine
+    """The scorer for ``kind`` (sha256-checked model): its engine and its stage-1 screen."""
+    from sidecar.scorer import make_scorer
 
-    return load_engine(model, kind)
+    return make_scorer(model, kind)
 
 
 def time_engine(engine: Any, x: np.ndarray, batch: int, seconds: float, min_calls: int = 20) -> dict[str, Any]:
-    """Per-call latency percentiles and flows/s for one batch size.
+    """:func:`time_call` of ``engine.run``."""
+    return time_call(engine.run, x, batch, seconds, min_calls)
+
+
+def time_call(
+    call: Callable[[np.ndarray], Any], x: np.ndarray, batch: int, seconds: float, min_calls: int = 20
+) -> dict[str, Any]:
+    """Per-call latency percentiles and flows/s of ``call(rows)`` for one batch size.
 
     Calls cycle through different rows of ``x`` so caches see fresh input.
     ``flows_per_s`` is ``batch / p50``: the median call, robust to preemption on a
@@ -48,7 +63,7 @@ def time_engine(engine: Any, x: np.ndarray, batch: int, seconds: float, min_call
     n = len(x)
     starts = list(range(0, max(1, n - batch + 1), batch)) or [0]
     for s in starts[:3]:
-        engine.run(x[s : s + batch])  # warm up
+        call(x[s : s + batch])  # warm up
     lat: list[int] = []
     c0 = time.process_time()
     deadline = time.perf_counter() + seconds
@@ -57,7 +72,7 @@ def time_engine(engine: Any, x: np.ndarray, batch: int, seconds: float, min_call
         s = starts[i % len(starts)]
         xb = x[s : s + batch]
         t0 = time.perf_counter_ns()
-        engine.run(xb)
+        call(xb)
         lat.append(time.perf_counter_ns() - t0)
         i += 1
         if len(lat) >= 2_000_000:
@@ -78,14 +93,24 @@ def time_engine(engine: Any, x: np.ndarray, batch: int, seconds: float, min_call
 def bench_model(
     inputs: list[Input], engines: list[str], model: Path, seconds: float, batches: tuple[int, ...] = BATCHES
 ) -> list[dict[str, Any]]:
+    """Rows ``{engine, path, batch, ...}``: for each engine and batch, ``run`` then ``cascade``."""
     x = real_features(inputs, max(max(batches) * 8, 8192))
     rows: list[dict[str, Any]] = []
     for kind in engines:
         try:
-            eng = load(kind, model)
+            scorer = load(kind, model)
         except EngineUnavailable as exc:
             rows.append({"engine": kind, "error": str(exc)})
             continue
+        eng, screen = scorer.engine, scorer.screen
+        cascade = getattr(eng, "run_cascade", None)
+
+        def scored(xb: np.ndarray, cascade: Any = cascade, eng: Any = eng, screen: Any = screen) -> Any:
+            return cascade(xb, screen) if cascade is not None else eng.run(xb)
+
+        frac = round(float(np.mean(screen(eng.run(x).bin_logit))), 3)
         for b in batches:
-            rows.append({"engine": kind, **time_engine(eng, x, b, seconds)})
+            rows.append({"engine": kind, "path": "run", **time_call(eng.run, x, b, seconds)})
+            row = {"engine": kind, "path": "cascade" if cascade is not None else "run (no run_cascade)"}
+            rows.append({**row, **time_call(scored, x, b, seconds), "stage2_frac": frac})
     return rows

@@ -2,8 +2,10 @@
 
 * ``parse``: each reader's records/s on real record files (repeated in memory),
   beside the ``orjson.loads`` ceiling on the same lines (JSON formats).
-* ``model``: ``engine.run`` alone on real feature rows, batch 1/64/1024: p50/p99
-  per-call latency and flows/s, for each engine.
+* ``model``: the engine alone on real feature rows, batch 1/64/1024: p50/p99 per-call
+  latency and flows/s, for each engine and two paths: ``run`` (both stages on every row)
+  and ``cascade`` (``engine.run_cascade`` with the scorer's screen: stage 2 only on the
+  rows the screen flags, what ``score`` and the service run; ``stage2_frac`` of them).
 * ``e2e``: lines in → verdict JSON lines out, beside the reader alone on the same input.
 * ``rss``: peak RSS while scoring, each engine in its own fresh child process.
 
@@ -33,7 +35,7 @@ WHATS = ("parse", "model", "e2e", "rss")
 COLUMNS: dict[str, tuple[str, ...]] = {
     "parse": ("input", "format", "records", "reader_rec_per_s", "orjson_lines_per_s", "ratio_vs_orjson",
               "reader_rec_per_s_wall"),
-    "model": ("engine", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu"),
+    "model": ("engine", "path", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu", "stage2_frac"),
     "e2e": ("engine", "input", "format", "flows", "e2e_flows_per_s", "parse_rec_per_s", "ratio_vs_parse",
             "e2e_flows_per_s_wall"),
     "rss": ("engine", "input", "flows", "peak_rss_mb", "rss_after_load_mb", "onnxruntime_loaded"),

@@ -21,8 +21,8 @@ class EngineOutput:
 
     bin_logit: int32 ``[n]``, stage-1 (BNN) binary head accumulator.
     fam_logits: int32 ``[n, K]``, stage-1 family head accumulators.
-    stage2_logit: int32 ``[n]``, stage-2 accumulator (computed for every row; the
-        scorer only uses it where stage 1 flagged).
+    stage2_logit: int32 ``[n]``, stage-2 accumulator (``run``: every row; ``run_cascade``:
+        only where the screen flagged, 0 elsewhere; the scorer only reads it there).
     """
 
     bin_logit: np.ndarray
@@ -32,6 +32,10 @@ class EngineOutput:
 
 @runtime_checkable
 class Engine(Protocol):
+    """Both shipped engines also have ``run_cascade(x, screen) -> EngineOutput`` (``screen``:
+    elementwise ``bin_logit -> bool``; stage 2 only on flagged rows, identical verdicts) and
+    ``bin_logit_bounds() -> (lo, hi)``; the scorer uses ``run_cascade`` when present."""
+
     name: str
 
     def run(self, x: np.ndarray) -> EngineOutput: ...

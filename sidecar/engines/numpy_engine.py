@@ -20,6 +20,7 @@ How each piece stays exact and fast:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ import numpy as np
 
 from sidecar.engines.base import EngineOutput
 from sidecar.engines.pack import HEADS, TOWERS, load_pack
+from sidecar.engines.reuse import Residual, Source, Step, bin_logit_bounds, plan_residual
+
+log = logging.getLogger(__name__)
 
 _LUT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _BITCOUNT = getattr(np, "bitwise_count", None)
@@ -117,16 +121,31 @@ class _Tower:
             thr = np.asarray(p[f"{t}.T{i}"], dtype=np.int32)[:, None]
             layer: _Pm1 | _IntMat = _Pm1(p[w + ".packed"]) if bool(p[w + ".pm1"]) else _IntMat(p[w])
             self.layers.append((layer, thr))
-        self.heads = {h: (_IntMat(p[f"{t}.W{h}"]), np.asarray(p[f"{t}.b{h}"], dtype=np.int32)) for h in HEADS[t]}
+        self.head_names = HEADS[t]
+        self.head_k = [int(np.asarray(p[f"{t}.W{h}"]).shape[1]) for h in HEADS[t]]
+        # all heads read the same units: one matrix, one product
+        self.heads = _IntMat(np.concatenate([np.asarray(p[f"{t}.W{h}"]) for h in HEADS[t]], axis=1))
+        self.head_b = np.concatenate([np.asarray(p[f"{t}.b{h}"], dtype=np.int32) for h in HEADS[t]])[:, None]
 
-    def run(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
-        """``x_t``: float32 ``[F, n]`` (transposed features) → head name → int32 ``[n, k]``."""
-        n = x_t.shape[1]
+    def bits(self, x_t: np.ndarray) -> np.ndarray:
+        """Thermometer then missing bits (bool ``[words * 64, n]``, zero padded)."""
         nf, nb = len(self.feat), self.n_bits
-        h = np.zeros((_words(nb) * 64, n), dtype=np.bool_)
+        h = np.zeros((_words(nb) * 64, x_t.shape[1]), dtype=np.bool_)
         np.greater(x_t[self.feat], self.thr, out=h[:nf])
         if len(self.nan):
             np.isnan(x_t[self.nan], out=h[nf:nb])
+        return h
+
+    def run(self, x_t: np.ndarray, levels: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """``x_t``: float32 ``[F, n]`` (transposed features) → head name → int32 ``[n, k]``.
+
+        ``levels``, when given, receives the 0/1 levels (bool ``[k, n]``): the thermometer
+        bits, then each hidden layer's output (what :class:`_Residual` reads)."""
+        n = x_t.shape[1]
+        nb = self.n_bits
+        h = self.bits(x_t)
+        if levels is not None:
+            levels.append(h[:nb])
         n_h = nb
         for layer, thr in self.layers:
             if isinstance(layer, _Pm1):
@@ -139,66 +158,145 @@ class _Tower:
                 acc = layer(h[:n_h])
             h = acc >= thr
             n_h = thr.shape[0]
-        return {name: (m(h[:n_h]) + b[:, None]).T for name, (m, b) in self.heads.items()}
+            if levels is not None:
+                levels.append(h)
+        acc = self.heads(h[:n_h]) + self.head_b
+        out, lo = {}, 0
+        for name, k in zip(self.head_names, self.head_k, strict=True):
+            out[name] = acc[lo : lo + k].T
+            lo += k
+        return out
+
+
+class _Residual:
+    """Tower ``s2`` as its residual plan (:mod:`sidecar.engines.reuse`) on top of stage 1's levels.
+
+    Each step multiplies in float32 and compares the float32 accumulators with float32
+    thresholds (no cast back to int): exact because each step's ``sum |w|`` is checked below
+    2**24 (see the module docstring)."""
+
+    def __init__(self, res: Residual) -> None:
+        self.feat = np.asarray(res.feat, dtype=np.intp)
+        self.thr = np.asarray(res.thr, dtype=np.float32)[:, None]
+        self.nan = np.asarray(res.nan, dtype=np.intp)
+        self.s1_levels = list(res.s1_levels)
+        self.layers = [(*self._mat(st), np.asarray(st.thr, dtype=np.float32)[:, None]) for st in res.layers]
+        src, wt = self._mat(res.head)
+        self.head = (src, wt, np.asarray(res.head.bias, dtype=np.int32)[:, None])
+
+    @staticmethod
+    def _mat(st: Step) -> tuple[list[Source], np.ndarray]:
+        """Sources and ``W.T`` as float32 ``[H, K]``; ValueError when float32 could round."""
+        w = np.concatenate([m for _, m in st.sources], axis=0).astype(np.int64)
+        if w.size and int(np.abs(w).sum(axis=0).max()) >= _F32_EXACT:
+            raise ValueError("a residual step's |weights| sum exceeds the exact float32 range")
+        return [s for s, _ in st.sources], np.ascontiguousarray(w.T, dtype=np.float32)
+
+    def run(self, x_t: np.ndarray, s1_levels: list[np.ndarray]) -> np.ndarray:
+        """``x_t`` float32 ``[F, n]`` and stage 1's levels (bool ``[k, n]``) → ``stage2_logit`` int32 ``[n]``."""
+        groups: dict[Source, np.ndarray] = {("s1", k): lv for k, lv in enumerate(s1_levels)}
+        nf = len(self.feat)
+        if nf + len(self.nan):
+            bits = np.empty((nf + len(self.nan), x_t.shape[1]), dtype=np.bool_)
+            np.greater(x_t[self.feat], self.thr, out=bits[:nf])
+            np.isnan(x_t[self.nan], out=bits[nf:])
+            groups[("r", 0)] = bits
+
+        def inputs(src: list[Source]) -> np.ndarray:
+            h = groups[src[0]] if len(src) == 1 else np.concatenate([groups[s] for s in src])
+            return h.astype(np.float32)
+
+        for d, (src, wt, thr) in enumerate(self.layers, start=1):
+            groups[("r", d)] = (wt @ inputs(src)) >= thr  # float32 accumulators, exact
+        src, wt, bias = self.head
+        out: np.ndarray = ((wt @ inputs(src)).astype(np.int32) + bias)[0]
+        return out
 
 
 class NumpyEngine:
+    """``reuse``: run tower ``s2`` as its residual plan on stage 1's levels (exact; falls back to
+    the tower as written when the plan cannot be built)."""
+
     name = "numpy"
 
-    def __init__(self, npz_path: str | Path, chunk: int = 1024) -> None:
+    def __init__(self, npz_path: str | Path, chunk: int = 1024, reuse: bool = True) -> None:
         self._p = load_pack(npz_path)
         self._chunk = chunk
         self._s1 = _Tower(self._p, TOWERS[0])
-        self._s2 = _Tower(self._p, TOWERS[1])
         self._k = int(np.asarray(self._p[f"{TOWERS[0]}.Wfam"]).shape[1])
+        self._res: _Residual | None = None
+        if reuse:
+            try:
+                self._res = _Residual(plan_residual(self._p))
+            except (ValueError, KeyError) as exc:
+                log.warning("%s: stage-2 residual plan unavailable (%s); running tower s2 as written", npz_path, exc)
+        self._s2 = _Tower(self._p, TOWERS[1]) if self._res is None else None  # only as the fallback
 
     def metadata(self) -> dict[str, str]:
         return dict(self._p["metadata"])
+
+    def bin_logit_bounds(self) -> tuple[int, int]:
+        """Smallest and largest ``bin_logit`` this model can give: a screen evaluated once on that
+        range is an exact lookup table."""
+        return bin_logit_bounds(self._p)
 
     @property
     def onnx_sha256(self) -> str:
         return str(self._p["onnx_sha256"])
 
-    def run(self, x: np.ndarray) -> EngineOutput:
+    def _chunk_run(self, xt: np.ndarray, screen: Callable[[np.ndarray], np.ndarray] | None) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """One chunk (``xt`` float32 ``[F, n]``) → (bin [n], fam [n, K], s2 [n]); with ``screen``,
+        s2 only on the flagged rows (0 elsewhere)."""
+        levels: list[np.ndarray] | None = [] if self._res is not None else None
+        r1 = self._s1.run(xt, levels)
+        b = r1["bin"][:, 0]
+        sel = None if screen is None else np.flatnonzero(screen(b))
+        if sel is None or len(sel) == len(b):
+            return b, r1["fam"], self._stage2(xt, levels)
+        s = np.zeros(len(b), dtype=np.int32)
+        if len(sel):
+            xs = np.take(xt, sel, axis=1)
+            lv_sel = None if levels is None else self._levels_of(xs, levels, sel)
+            s[sel] = self._stage2(xs, lv_sel)
+        return b, r1["fam"], s
+
+    def _levels_of(self, xs: np.ndarray, levels: list[np.ndarray], sel: np.ndarray) -> list[np.ndarray]:
+        """Stage 1's levels on the selected columns: thermometer bits recomputed from ``xs`` (a
+        comparison costs less than a column gather), the hidden levels the plan reads gathered."""
+        assert self._res is not None
+        used = self._res.s1_levels
+        empty = np.zeros((0, len(sel)), dtype=np.bool_)
+        out = [self._s1.bits(xs)[: self._s1.n_bits] if 0 in used else empty]
+        return out + [np.take(lv, sel, axis=1) if k in used else empty for k, lv in enumerate(levels[1:], start=1)]
+
+    def _stage2(self, xt: np.ndarray, levels: list[np.ndarray] | None) -> np.ndarray:
+        if self._res is not None and levels is not None:
+            return self._res.run(xt, levels)
+        assert self._s2 is not None
+        out: np.ndarray = self._s2.run(xt)["s2"][:, 0]
+        return out
+
+    def _run(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray] | None) -> EngineOutput:
         x = np.asarray(x, dtype=np.float32)
         n = x.shape[0]
         if n <= self._chunk:
-            xt = np.ascontiguousarray(x.T)
-            r1, r2 = self._s1.run(xt), self._s2.run(xt)
-            return EngineOutput(
-                bin_logit=np.ascontiguousarray(r1["bin"][:, 0]),
-                fam_logits=np.ascontiguousarray(r1["fam"]),
-                stage2_logit=np.ascontiguousarray(r2["s2"][:, 0]),
-            )
+            b, f, s = self._chunk_run(np.ascontiguousarray(x.T), screen)
+            return EngineOutput(np.ascontiguousarray(b), np.ascontiguousarray(f), np.ascontiguousarray(s))
         out_b = np.empty(n, dtype=np.int32)
         out_f = np.empty((n, self._k), dtype=np.int32)
         out_s = np.empty(n, dtype=np.int32)
         for lo in range(0, n, self._chunk):
-            xs = np.ascontiguousarray(x[lo : lo + self._chunk].T)
-            r1, r2 = self._s1.run(xs), self._s2.run(xs)
-            hi = lo + xs.shape[1]
-            out_b[lo:hi] = r1["bin"][:, 0]
-            out_f[lo:hi] = r1["fam"]
-            out_s[lo:hi] = r2["s2"][:, 0]
+            hi = min(lo + self._chunk, n)
+            out_b[lo:hi], out_f[lo:hi], out_s[lo:hi] = self._chunk_run(np.ascontiguousarray(x[lo:hi].T), screen)
         return EngineOutput(bin_logit=out_b, fam_logits=out_f, stage2_logit=out_s)
+
+    def run(self, x: np.ndarray) -> EngineOutput:
+        return self._run(x, None)
 
     def run_cascade(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray]) -> EngineOutput:
-        """Like :meth:`run`, but the stage-2 tower runs only on rows where ``screen(bin_logit)`` is
-        true; ``stage2_logit`` is 0 elsewhere (the scorer never reads it there, so verdicts are
-        identical to :meth:`run`'s). Saves the stage-2 work on flows the screen passes as benign."""
-        x = np.asarray(x, dtype=np.float32)
-        n = x.shape[0]
-        out_b = np.empty(n, dtype=np.int32)
-        out_f = np.empty((n, self._k), dtype=np.int32)
-        for lo in range(0, n, self._chunk):
-            r1 = self._s1.run(np.ascontiguousarray(x[lo : lo + self._chunk].T))
-            hi = min(lo + self._chunk, n)
-            out_b[lo:hi] = r1["bin"][:, 0]
-            out_f[lo:hi] = r1["fam"]
-        out_s = np.zeros(n, dtype=np.int32)
-        rows = np.flatnonzero(screen(out_b))
-        for lo in range(0, len(rows), self._chunk):
-            sel = rows[lo : lo + self._chunk]
-            out_s[sel] = self._s2.run(np.ascontiguousarray(x[sel].T))["s2"][:, 0]
-        return EngineOutput(bin_logit=out_b, fam_logits=out_f, stage2_logit=out_s)
-
+        """Like :meth:`run`, but stage 2 runs only on rows where ``screen(bin_logit)`` is true;
+        ``stage2_logit`` is 0 elsewhere (the scorer never reads it there, so verdicts are
+        identical to :meth:`run`'s). ``screen`` must be elementwise: it is called once per
+        chunk of at most ``chunk`` rows."""
+        return self._run(x, screen)

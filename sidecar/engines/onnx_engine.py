@@ -9,160 +9,52 @@ graph at batch 1024. Each thermometer ``Gather(x, idx, axis=1)`` is therefore ru
 as ``Transpose(Gather(Transpose(x), idx, axis=0))`` — whole-row copies. This is
 pure data movement, so the integer outputs are identical (the engine tests
 compare them with the numpy engine bit for bit). The rewrite edits the model's
-protobuf bytes in memory with the small wire-format helpers below (no ``onnx``
-package needed at runtime); the file on disk and its sha256 are untouched, and if
-the graph does not have the expected shape the model is loaded as it is.
+protobuf bytes in memory with the wire-format helpers of :mod:`sidecar.engines.proto`
+(no ``onnx`` package needed at runtime); the file on disk and its sha256 are untouched,
+and if the graph does not have the expected shape the model is loaded as it is.
+
+Load-time split (speed only, exact; :mod:`sidecar.engines.onnx_split`): tower ``s2``
+runs as its residual plan on stage 1's levels (:mod:`sidecar.engines.reuse`) instead of
+recomputing them. ``run`` uses one session with stage 1 + residual; ``run_cascade`` runs
+a stage-1 session, then the residual session only on the rows the screen flags.
+onnxruntime does not prune nodes for outputs a call does not ask for (measured: asking
+the file's graph for ``bin_logit``/``fam_logits`` only takes as long as all three), so
+the split has to be in the graphs themselves.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sidecar.engines.base import EngineOutput
+from sidecar.engines.proto import transpose_gathers
 from sidecar.errors import EngineUnavailable, ModelError
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ["bin_logit", "fam_logits", "stage2_logit"]
 
-# ONNX protobuf field numbers (onnx.proto3): ModelProto.graph, GraphProto.node,
-# NodeProto.{input, output, name, op_type, attribute}, AttributeProto.{name, i, ints, type}
-_MODEL_GRAPH, _GRAPH_NODE = 7, 1
-_NODE_IN, _NODE_OUT, _NODE_NAME, _NODE_OP, _NODE_ATTR = 1, 2, 3, 4, 5
-_ATTR_NAME, _ATTR_I, _ATTR_INTS, _ATTR_TYPE = 1, 3, 8, 20
-_ATTR_INT, _ATTR_INTS_TYPE = 2, 7
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        out |= (b & 0x7F) << shift
-        if b < 0x80:
-            return out, pos
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, Any, bytes]]:
-    """(field number, wire type, value, raw bytes of the whole field) of one message."""
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _varint(buf, pos)
-        wt = key & 7
-        val: Any
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-        elif wt == 2:
-            ln, pos = _varint(buf, pos)
-            val = buf[pos : pos + ln]
-            pos += ln
-        elif wt in (1, 5):
-            pos += 8 if wt == 1 else 4
-            val = None
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        if pos > len(buf):
-            raise ValueError("truncated field")
-        yield key >> 3, wt, val, buf[start:pos]
-
-
-def _enc_varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _enc_len(field: int, payload: bytes) -> bytes:
-    return _enc_varint(field << 3 | 2) + _enc_varint(len(payload)) + payload
-
-
-def _enc_int(field: int, v: int) -> bytes:
-    return _enc_varint(field << 3) + _enc_varint(v & 0xFFFFFFFFFFFFFFFF)
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], name: str, attrs: bytes) -> bytes:
-    body = b"".join(_enc_len(_NODE_IN, s.encode()) for s in inputs)
-    body += b"".join(_enc_len(_NODE_OUT, s.encode()) for s in outputs)
-    body += _enc_len(_NODE_NAME, name.encode()) + _enc_len(_NODE_OP, op.encode()) + attrs
-    return _enc_len(_GRAPH_NODE, body)
-
-
-def _int_attr(name: str, v: int) -> bytes:
-    return _enc_len(_NODE_ATTR, _enc_len(_ATTR_NAME, name.encode()) + _enc_int(_ATTR_I, v) + _enc_int(_ATTR_TYPE, _ATTR_INT))
-
-
-_PERM = _enc_len(
-    _NODE_ATTR,
-    _enc_len(_ATTR_NAME, b"perm") + _enc_int(_ATTR_INTS, 1) + _enc_int(_ATTR_INTS, 0) + _enc_int(_ATTR_TYPE, _ATTR_INTS_TYPE),
-)
-
-
-def _gather_axis1_of(node: bytes, x: str) -> tuple[str, str] | None:
-    """(indices, output) if ``node`` is ``Gather(x, indices, axis=1)``, else None."""
-    op = ""
-    ins: list[str] = []
-    outs: list[str] = []
-    axis = 0
-    for f, wt, v, _ in _fields(node):
-        if f == _NODE_OP and wt == 2:
-            op = v.decode()
-        elif f == _NODE_IN and wt == 2:
-            ins.append(v.decode())
-        elif f == _NODE_OUT and wt == 2:
-            outs.append(v.decode())
-        elif f == _NODE_ATTR and wt == 2:
-            attr = {af: av for af, awt, av, _ in _fields(v) if awt in (0, 2)}
-            if attr.get(_ATTR_NAME) == b"axis" and _ATTR_I in attr:
-                axis = attr[_ATTR_I]
-    if op == "Gather" and len(ins) == 2 and ins[0] == x and len(outs) == 1 and axis in (1, (1 << 64) - 1):
-        return ins[1], outs[0]
-    return None
-
-
-def transpose_gathers(model: bytes, x: str = "x") -> tuple[bytes, int]:
-    """Rewrite every ``Gather(x, i, axis=1)`` (x rank 2) as row gathers; returns (model, count)."""
-    out_model: list[bytes] = []
-    count = 0
-    for f, wt, v, raw in _fields(model):
-        if f != _MODEL_GRAPH or wt != 2:
-            out_model.append(raw)
-            continue
-        graph: list[bytes] = []
-        for gf, gwt, gv, graw in _fields(v):
-            hit = _gather_axis1_of(gv, x) if (gf == _GRAPH_NODE and gwt == 2) else None
-            if hit is None:
-                graph.append(graw)
-                continue
-            idx, out = hit
-            xt = f"{x}__rows"
-            if count == 0:
-                graph.append(_node("Transpose", [x], [xt], "sidecar_transpose_x", _PERM))
-            graph.append(_node("Gather", [xt, idx], [out + "__rows"], f"sidecar_gather_{count}", _int_attr("axis", 0)))
-            graph.append(_node("Transpose", [out + "__rows"], [out], f"sidecar_transpose_{count}", _PERM))
-            count += 1
-        out_model.append(_enc_len(_MODEL_GRAPH, b"".join(graph)))
-    return b"".join(out_model), count
-
 
 class OnnxEngine:
-    name = "onnx"
+    """``rewrite``: the row-gather layout rewrite; ``split``: stage 1 + residual sessions
+    (:mod:`sidecar.engines.onnx_split`). Both off = the file's graph exactly as written."""
 
-    def __init__(self, path: str | Path, intra_op_threads: int = 1, rewrite: bool = True) -> None:
+    name = "onnx"
+    #: below this many rows :meth:`run_cascade` makes one ``run`` call and zeroes the unflagged
+    #: ``stage2_logit``: two session calls cost more than stage 2 on a few rows (measured with
+    #: callgrind: at one row both ways execute the same instruction count; from 2 rows up to
+    #: ~64 one call is cheaper)
+    cascade_min_rows = 64
+    #: above this recent flagged fraction the split costs more than one ``run`` (measured on the
+    #: shipped model at batch 1024: break-even near half the rows)
+    cascade_max_frac = 0.45
+
+    def __init__(self, path: str | Path, intra_op_threads: int = 1, rewrite: bool = True, split: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -172,37 +64,128 @@ class OnnxEngine:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # batch sizes vary call to call (micro-batches, and the rows a screen flags): a memory
+        # pattern is planned per input shape, which made a varying-size call ~1.6x dearer (measured)
+        opts.enable_mem_pattern = False
+        self._path = path
         try:
             blob = Path(path).read_bytes()
         except OSError as exc:
             raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
-        model = blob
-        if rewrite:
+
+        def session(model: bytes) -> Any:
+            return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+        self._stage1: Any = None
+        self._residual: Any = None
+        self._frac = 0.0  # moving average of the flagged fraction (see run_cascade)
+        if split:
             try:
-                model, n = transpose_gathers(blob)
-                log.debug("%s: %d thermometer gathers run as row gathers", path, n)
-            except (ValueError, UnicodeDecodeError) as exc:
-                log.debug("%s: layout rewrite skipped (%s)", path, exc)
-                model = blob
+                self._load_split(blob, session, rewrite)
+            except Exception as exc:  # ValueError from the rewrite, or onnxruntime rejecting it
+                log.warning("%s: split graph unavailable (%s); running the graph as written", path, exc)
+                self._stage1 = None
+        if self._stage1 is None:
+            self._sess = self._load_plain(blob, session, rewrite)
+        self._input = self._sess.get_inputs()[0].name
+
+    def _layout(self, model: bytes, rewrite: bool) -> bytes:
+        if not rewrite:
+            return model
         try:
-            self._sess: Any = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+            out, n = transpose_gathers(model)
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.debug("%s: layout rewrite skipped (%s)", self._path, exc)
+            return model
+        log.debug("%s: %d thermometer gathers run as row gathers", self._path, n)
+        return out
+
+    def _load_split(self, blob: bytes, session: Callable[[bytes], Any], rewrite: bool) -> None:
+        from sidecar.engines.onnx_split import Split
+
+        sp = Split(blob, rows=rewrite)
+        self._sess = session(sp.full)
+        self._stage1 = session(sp.stage1)
+        self._residual = session(sp.residual_model)
+        self._s1_outputs = [o.name for o in self._stage1.get_outputs()]
+        self._level_inputs = sp.level_inputs
+        log.debug("%s: split graph (stage 1 + residual, %d new bits)", self._path, sp.residual.n_bits())
+
+    def _load_plain(self, blob: bytes, session: Callable[[bytes], Any], rewrite: bool) -> Any:
+        model = self._layout(blob, rewrite)
+        try:
+            return session(model)
         except Exception as exc:  # onnxruntime raises its own exception types
             if model is blob:
-                raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
-            log.warning("%s: rewritten graph rejected (%s); loading it unchanged", path, exc)
+                raise ModelError(f"cannot load ONNX model {self._path}: {exc}") from exc
+            log.warning("%s: rewritten graph rejected (%s); loading it unchanged", self._path, exc)
             try:
-                self._sess = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+                return session(blob)
             except Exception as exc2:
-                raise ModelError(f"cannot load ONNX model {path}: {exc2}") from exc2
-        self._input = self._sess.get_inputs()[0].name
+                raise ModelError(f"cannot load ONNX model {self._path}: {exc2}") from exc2
+
+    @property
+    def split(self) -> bool:
+        """True when stage 2 runs as the residual plan (and :meth:`run_cascade` skips unflagged rows)."""
+        return self._stage1 is not None
 
     def metadata(self) -> dict[str, str]:
         return dict(self._sess.get_modelmeta().custom_metadata_map)
 
-    def run(self, x: np.ndarray) -> EngineOutput:
+    def bin_logit_bounds(self) -> tuple[int, int] | None:
+        """Smallest and largest ``bin_logit`` this model can give (None if the graph is unreadable):
+        a screen evaluated once on that range is an exact lookup table."""
+        from sidecar.engines import proto
+        from sidecar.engines.reuse import bin_logit_bounds
+
+        try:
+            g = proto.parse_model(Path(self._path).read_bytes())
+            return bin_logit_bounds({k: g.init_array(k) for k in ("s1.Wbin", "s1.bbin")})
+        except (OSError, KeyError, ValueError, IndexError):
+            return None
+
+    @staticmethod
+    def _x(x: np.ndarray) -> np.ndarray:
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=np.float32)
-        b, f, s = self._sess.run(OUTPUTS, {self._input: x})
+        return x
+
+    def run(self, x: np.ndarray) -> EngineOutput:
+        b, f, s = self._sess.run(OUTPUTS, {self._input: self._x(x)})
         if b.dtype != np.int32 or f.dtype != np.int32 or s.dtype != np.int32:
             b, f, s = (np.asarray(a, dtype=np.int32) for a in (b, f, s))
         return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s)
+
+    def run_cascade(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray]) -> EngineOutput:
+        """Like :meth:`run`, but stage 2 runs only on rows where ``screen(bin_logit)`` is true;
+        ``stage2_logit`` is 0 elsewhere (the scorer reads it only where the screen flagged).
+
+        Two exact ways, chosen per call: the split (stage-1 session, then the residual session on
+        the flagged rows) or one ``run`` with the unflagged rows zeroed. The split pays a second
+        session call and the row gathers, so it wins only on batches of ``cascade_min_rows`` or
+        more where fewer than ``cascade_max_frac`` of the rows are flagged; that fraction is
+        tracked as a moving average of the recent calls (flows come in bursts)."""
+        x = self._x(x)
+        if self._stage1 is None or len(x) < self.cascade_min_rows or self._frac > self.cascade_max_frac:
+            out = self.run(x)
+            flagged = screen(out.bin_logit)
+            out.stage2_logit = np.where(flagged, out.stage2_logit, 0).astype(np.int32)
+            self._track(int(np.count_nonzero(flagged)), len(x))
+            return out
+        b, f, *levels = self._stage1.run(self._s1_outputs, {self._input: x})
+        b, f = np.asarray(b, dtype=np.int32), np.asarray(f, dtype=np.int32)
+        s = np.zeros(len(b), dtype=np.int32)
+        sel = np.flatnonzero(screen(b))
+        self._track(len(sel), len(b))
+        if len(sel) == len(b):
+            feed = {self._input: x, **dict(zip(self._level_inputs, levels, strict=True))}
+            s[:] = self._residual.run([OUTPUTS[2]], feed)[0]
+        elif len(sel):
+            feed = {self._input: np.take(x, sel, axis=0)}
+            feed.update((k, np.take(lv, sel, axis=0)) for k, lv in zip(self._level_inputs, levels, strict=True))
+            s[sel] = self._residual.run([OUTPUTS[2]], feed)[0]
+        return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s)
+
+    def _track(self, flagged: int, n: int) -> None:
+        if n and n >= self.cascade_min_rows:
+            self._frac += 0.25 * (flagged / n - self._frac)
