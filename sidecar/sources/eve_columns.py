@@ -104,7 +104,7 @@ def _ts_column(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
     are known to be ``str`` or None (msgspec rows).
     """
     n = len(vals)
-    if (None in vals) if typed else (set(map(type, vals)) != {str}):
+    if not typed and set(map(type, vals)) != {str}:  # typed: len(None) below raises TypeError
         raise TypeError("timestamp is not a string")
     try:
         if set(map(len, vals)) == {_TS_LEN}:  # the usual case: one ASCII buffer, no padding
@@ -280,7 +280,6 @@ def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str,
     ``items`` holds msgspec structs and/or :func:`_dict_row` tuples; ``typed``: all
     are structs, whose value types msgspec has already checked.
     """
-    n = len(items)
     if typed:  # msgspec structs: one C-level pass per column
         (flows, proto_raw, src, dst, _, fids, sport, dport, app, tcps) = (tuple(map(g, items)) for g in _EV_GET)
         (start, op_, rp_, ob_, rb_, end, state, reason) = (tuple(map(g, flows)) for g in _FLOW_GET)
@@ -289,6 +288,30 @@ def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str,
         tuples = [x if type(x) is tuple else _ROW_OF(x) for x in items]
         (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
          start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
+    return compute_columns(
+        (proto_raw, src, dst, fids, sport, dport, app, start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc),
+        raws,
+        typed,
+    )
+
+
+#: the value columns :func:`compute_columns` takes, in order
+RAW_COLUMNS = (
+    "proto", "src_ip", "dest_ip", "flow_id", "src_port", "dest_port", "app_proto",
+    "start", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "end", "state", "reason",
+    "tcp_flags_ts", "tcp_flags_tc",
+)  # fmt: skip
+
+
+def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: bool) -> dict[str, Any]:
+    """Canonical columns from per-field value sequences (:data:`RAW_COLUMNS` order).
+
+    ``typed``: the values are known to have the types msgspec checks (str/None, int
+    ports in range, int/float/None numbers); a None where ``_record`` needs a value
+    (address, number, timestamp) still raises, so the caller takes the reference path.
+    """
+    (proto_raw, src, dst, fids, sport, dport, app, start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = raw
+    n = len(src)
     both = _ts_column((*start, *end), typed)
     ts = both[:n]
     duration = both[n:] - ts
@@ -302,10 +325,13 @@ def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str,
         if resp_p[i] < 0 and "icmp_code" in ev:
             resp_p[i] = _port(ev["icmp_code"])
     op, rp = _nums(op_, typed), _nums(rp_, typed)
-    oip = _pymax(_nums(ob_, typed) - ETH_HDR * op, IP_HDR * op)
-    rip = _pymax(_nums(rb_, typed) - ETH_HDR * rp, IP_HDR * rp)
+    ob, rb = _nums(ob_, typed), _nums(rb_, typed)
+    if typed and np.isnan(op + rp + ob + rb).any():  # a None (JSON has no NaN)
+        raise TypeError("not a number: None")
+    oip = _pymax(ob - ETH_HDR * op, IP_HDR * op)
+    rip = _pymax(rb - ETH_HDR * rp, IP_HDR * rp)
     hdr = np.array(_mapped(proto, lambda p: IP_HDR + TRANSPORT_HDR.get(p, 0)), dtype=np.float64)
-    if not typed and (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
+    if (None in src or None in dst) if typed else (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
         raise TypeError("missing src_ip/dest_ip")
     uid = list(map(str, fids)) if None not in fids else [None if f is None else str(f) for f in fids]
     is_tcp = parr == "tcp"
@@ -341,5 +367,3 @@ def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str,
         "orig_flags": oflags,
         "resp_flags": rflags,
     }
-
-

@@ -8,7 +8,7 @@ counted in :class:`ReadStats` and never raise.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -203,25 +203,47 @@ def _label_of(t: tuple[Any, ...]) -> str | None:
 
 def _columnar(rows: list[tuple[Any, ...]], labelled: bool) -> FlowBatch:
     """Row tuples (already type- and range-checked by msgspec) → one FlowBatch."""
-    cols_t = list(zip(*rows, strict=True))
+    return columns_batch(list(zip(*rows, strict=True)), [_label_of(t) for t in rows] if labelled else None)
+
+
+def columns_batch(cols_t: Sequence[Sequence[Any]], labels: list[str | None] | None) -> FlowBatch:
+    """Value columns in :data:`_FIELDS` order (types checked by msgspec) → one FlowBatch.
+
+    Ranges are checked here, as the msgspec ``_ConnS`` constraints do per value:
+    ports 0..65535, counts 0..MAX_COUNT, duration 0..MAX_DURATION (None is missing).
+    ValueError/OverflowError if one is out of range.
+    """
     cols: dict[str, Any] = {}
+    n = len(cols_t[0])
     with np.errstate(invalid="ignore"):
         for j, c in enumerate(_FIELDS):
             v = cols_t[j]
             if c in PORT_COLS:
-                cols[c] = np.array(list(map({None: -1}.get, v, v)) if None in v else v, dtype=np.int32)
+                nones = v.count(None)
+                arr = np.array(list(map({None: -1}.get, v, v)) if nones else v, dtype=np.int64)
+                if (arr < -1).any() or (arr > 65535).any() or int((arr == -1).sum()) != nones:
+                    raise ValueError(f"bad-port:{c}")
+                cols[c] = arr.astype(np.int32)
             elif c in FLOAT_COLS:
-                cols[c] = np.array(v, dtype=np.float64)  # None -> NaN
+                arr = np.array(v, dtype=np.float64)  # None -> NaN
+                if c != "ts" and ((arr < 0).any() or (arr > (MAX_DURATION if c == "duration" else MAX_COUNT)).any()):
+                    raise ValueError(f"bad-number:{c}")
+                cols[c] = arr
             elif c == "proto":
                 cols[c] = list(map({p: (p.lower() if p is not None else None) for p in set(v)}.__getitem__, v))
             else:
                 cols[c] = v
-    fl = {k: flags_from_history(*k) for k in set(zip(cols["history"], cols["proto"], strict=True))}
-    pairs = list(map(fl.__getitem__, zip(cols["history"], cols["proto"], strict=True)))
-    cols["orig_flags"] = np.array([f[0] for f in pairs], dtype=np.int16)
-    cols["resp_flags"] = np.array([f[1] for f in pairs], dtype=np.int16)
-    labels = [_label_of(t) for t in rows] if labelled else None
-    return FlowBatch.from_columns(cols, SOURCE, n=len(rows), label=labels)
+    # flags_from_history: the history letters for tcp, -1 for everything else
+    hist = cols["history"]
+    fl = {h: flags_from_history(h, "tcp") for h in set(hist)}
+    oflags = np.fromiter(map({h: f[0] for h, f in fl.items()}.__getitem__, hist), dtype=np.int16, count=n)
+    rflags = np.fromiter(map({h: f[1] for h, f in fl.items()}.__getitem__, hist), dtype=np.int16, count=n)
+    not_tcp = np.array(cols["proto"], dtype=object) != "tcp"
+    if not_tcp.any():
+        oflags[not_tcp] = -1
+        rflags[not_tcp] = -1
+    cols["orig_flags"], cols["resp_flags"] = oflags, rflags
+    return FlowBatch.from_columns(cols, SOURCE, n=n, label=labels)
 
 
 def _row_rec(t: tuple[Any, ...]) -> dict[str, Any]:
@@ -237,14 +259,37 @@ def _row_rec(t: tuple[Any, ...]) -> dict[str, Any]:
 def read_lines(
     lines: Iterable[bytes], stats: ReadStats, where: str = "", batch_size: int = 4096, use_msgspec: bool = True
 ) -> Iterator[FlowBatch]:
-    """Parse Zeek JSON lines (bytes, with or without line ends) into batches."""
+    """Parse Zeek JSON lines (bytes, with or without line ends) into batches.
+
+    With msgspec, many lines are decoded per call (:mod:`sidecar.sources.zeek_json_chunks`);
+    a chunk that is not plain conn records, one JSON object per line, is read by
+    :func:`read_lines_one_by_one`, which counts every bad line with file and line.
+    """
+    if use_msgspec and _DECODER is not None:
+        from sidecar.sources.eve_chunks import coalesce
+        from sidecar.sources.zeek_json_chunks import read_chunked
+
+        yield from coalesce(read_chunked(lines, stats, where, batch_size, read_lines_one_by_one), batch_size)
+    else:
+        yield from read_lines_one_by_one(lines, stats, where, batch_size, use_msgspec)
+
+
+def read_lines_one_by_one(
+    lines: Iterable[bytes],
+    stats: ReadStats,
+    where: str = "",
+    batch_size: int = 4096,
+    use_msgspec: bool = True,
+    first_line: int = 1,
+) -> Iterator[FlowBatch]:
+    """The line-by-line reader (the reference when ``use_msgspec`` is False)."""
     dec = _DECODER if use_msgspec else None
     rows: list[tuple[Any, ...]] = []  # msgspec rows not yet converted
     buf: Columns | None = None  # slow-path rows not yet converted
     pieces: list[FlowBatch] = []
     count = 0
     labelled: bool | None = None
-    lineno = 0
+    lineno = first_line - 1
     nfast = 0  # msgspec rows not yet counted in stats (added when a batch closes)
 
     def close() -> FlowBatch:
