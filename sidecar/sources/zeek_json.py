@@ -131,6 +131,12 @@ _FIELDS = (
     "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
     "conn_state", "history",
 )  # fmt: skip
+#: struct field -> JSON key, shared by this struct and the chunked one (zeek_json_chunks)
+RENAME = {
+    "orig_h": "id.orig_h", "orig_p": "id.orig_p", "resp_h": "id.resp_h", "resp_p": "id.resp_p",
+    "path": "_path", "d1": "detailed-label", "d2": "detailedlabel", "d3": "detailed_label",
+    "a1": "id_orig_h", "a2": "id_orig_p", "a3": "id_resp_h", "a4": "id_resp_p",
+}  # fmt: skip
 _DECODER: Any = None
 _MS_ERRORS: tuple[type[BaseException], ...] = ()
 _UNSET: Any = object()
@@ -151,11 +157,7 @@ if _ms is not None:
     class _ConnS(
         _ms.Struct,
         gc=False,
-        rename={
-            "orig_h": "id.orig_h", "orig_p": "id.orig_p", "resp_h": "id.resp_h", "resp_p": "id.resp_p",
-            "path": "_path", "d1": "detailed-label", "d2": "detailedlabel", "d3": "detailed_label",
-            "a1": "id_orig_h", "a2": "id_orig_p", "a3": "id_resp_h", "a4": "id_resp_p",
-        },
+        rename=RENAME,
     ):  # fmt: skip
         ts: float | None = None
         uid: str | None = None

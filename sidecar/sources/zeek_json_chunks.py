@@ -22,7 +22,7 @@ from typing import Any
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
 from sidecar.sources.eve_chunks import chunks, decode_chunk
-from sidecar.sources.zeek_json import _FIELDS, _UNSET, MAX_LINE, columns_batch
+from sidecar.sources.zeek_json import _FIELDS, _UNSET, MAX_LINE, RENAME, columns_batch
 from sidecar.sources.zeek_tsv import combine_label
 
 try:
@@ -52,11 +52,7 @@ if _ms is not None:
         _ms.Struct,
         gc=False,
         kw_only=True,
-        rename={
-            "orig_h": "id.orig_h", "orig_p": "id.orig_p", "resp_h": "id.resp_h", "resp_p": "id.resp_p",
-            "path": "_path", "d1": "detailed-label", "d2": "detailedlabel", "d3": "detailed_label",
-            "a1": "id_orig_h", "a2": "id_orig_p", "a3": "id_resp_h", "a4": "id_resp_p",
-        },
+        rename=RENAME,
     ):  # fmt: skip
         ts: float | None = None
         uid: str | None = None
