@@ -39,6 +39,8 @@ class SidecarSection:
     batch_max: int = 1024
     #: ... or this many milliseconds after its first record, whichever comes first
     batch_ms: float = 50.0
+    #: ... or as soon as no more input is waiting (lowest latency; under load batches still fill up)
+    close_when_idle: bool = True
     #: where follow sources keep checkpoints ("" = none)
     checkpoint_dir: str = ""
     #: bounded queue between source threads and the scoring loop, in batches (back-pressure)

@@ -194,6 +194,7 @@ def test_sigterm_drains_open_batch_and_resumes_exactly(shared: Path, tmp_path: P
 engine = "numpy"
 batch_max = 100000
 batch_ms = 30000
+close_when_idle = false
 checkpoint_dir = "{tmp_path}/ckpt"
 [metrics]
 listen = "127.0.0.1:{port}"

@@ -61,7 +61,7 @@ def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
     metrics = Metrics() if with_metrics else None
     svc = Service(sources, sinks, scorer, batch_max=cfg.sidecar.batch_max, batch_ms=cfg.sidecar.batch_ms,
                   queue_batches=cfg.sidecar.queue_batches, checkpoint_interval=cfg.sidecar.checkpoint_interval,
-                  idle_exit=idle_exit, metrics=metrics)
+                  idle_exit=idle_exit, metrics=metrics, close_when_idle=cfg.sidecar.close_when_idle)
     if metrics is not None:
         from sidecar.engines.load import sha256_file
 

@@ -4,9 +4,12 @@
   queue; a full queue blocks the source (back-pressure), never drops.
 * One scoring loop (the caller's thread, :meth:`Service.run`) takes batches, closes
   micro-batches at ``batch_max`` records or ``batch_ms`` after their first record,
-  scores them and writes every sink. A :class:`VerdictBatch` from a source (ZeroMQ
-  collector) goes straight to the sinks. A sink that raises is logged and counted;
-  the others go on.
+  scores them and writes every sink. With ``close_when_idle`` (default) an open
+  micro-batch also closes as soon as the queue is empty (no more input is waiting):
+  under load the queue is rarely empty and batches still fill up to ``batch_max``;
+  at low rates a record does not wait ``batch_ms`` for company that is not coming.
+  A :class:`VerdictBatch` from a source (ZeroMQ collector) goes straight to the sinks.
+  A sink that raises is logged and counted; the others go on.
 * Stop (:meth:`request_stop`, signal-safe): sources are closed, every queued batch is
   still scored and written (drain), sinks are flushed and closed, checkpoints saved.
 * Accounting: records in (source ``stats.read``) = scored + forwarded + skipped (by
@@ -21,8 +24,6 @@ import threading
 import time
 from collections import Counter
 from typing import Any
-
-import numpy as np
 
 from sidecar.batching import Closed, MicroBatcher
 from sidecar.flow import FlowBatch
@@ -40,11 +41,14 @@ class Service:
     def __init__(self, sources: list[tuple[str, Any]], sinks: list[tuple[str, Any]], scorer: Scorer,
                  batch_max: int = 1024, batch_ms: float = 50.0, queue_batches: int = 64,
                  checkpoint_interval: float = 1.0, idle_exit: float = 0.0,
-                 metrics: Metrics | None = None, stop_timeout: float = 10.0) -> None:
+                 metrics: Metrics | None = None, stop_timeout: float = 10.0,
+                 close_when_idle: bool = True) -> None:
         self.sources = sources
         self.sinks = sinks
         self.scorer = scorer
         self.batcher = MicroBatcher(batch_max, batch_ms)
+        #: close the open micro-batch when no input is waiting instead of holding it for ``batch_ms``
+        self.close_when_idle = close_when_idle
         self.queue: queue.Queue[tuple[int, Any, Any]] = queue.Queue(maxsize=queue_batches)
         self.checkpoint_interval = checkpoint_interval
         self.idle_exit = idle_exit
@@ -149,8 +153,7 @@ class Service:
             self._sink_call(label, sink.write, v)
         for label, sink in self.sinks:
             self._sink_call(label, sink.flush)
-        cls, counts = np.unique(v.cls.astype(str), return_counts=True)
-        self.verdicts.update(dict(zip(cls.tolist(), counts.tolist(), strict=True)))
+        self.verdicts.update(map(str, v.cls.tolist()))  # per-class counts (np.unique on a str copy: ~3x the time)
 
     def _handle_closed(self, c: Closed) -> None:
         if len(c.batch):
@@ -247,6 +250,10 @@ class Service:
                 aged = self.batcher.poll()
                 if aged is not None:
                     self._handle_closed(aged)
+                elif self.close_when_idle and self.batcher.pending and self.queue.empty():
+                    idle = self.batcher.flush()
+                    if idle is not None:
+                        self._handle_closed(idle)
                 now = time.monotonic()
                 if now - last_ckpt >= self.checkpoint_interval:
                     last_ckpt = now
