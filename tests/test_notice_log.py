@@ -241,3 +241,44 @@ def test_zeek_cut_on_bro2_notice_log() -> None:
     # (and ours) then shows the note glued to the proto column
     (odd,) = [r for r in rows if r[1] != "Scan::Address_Scan"]
     assert odd[0] == "- SSH::Password_Guessing"
+
+
+
+def _all_flagged_eve() -> VerdictBatch:
+    """Every flow of a real eve file (many distinct sources) as a flagged ``scan`` verdict."""
+    from sidecar.sources.detect import read_path as read_any
+
+    f = FlowBatch.concat(list(read_any(EVE_MANY, "eve", ReadStats())))
+    n = len(f)
+    return VerdictBatch(f, np.full(n, 0.97), np.full(n, 0.9), np.ones(n, dtype=bool),
+                        np.full(n, "scan", dtype=object), np.full(n, STAGE_CASCADE, dtype=np.int8), "abcdef012345")
+
+
+EVE_MANY = Path(__file__).resolve().parent.parent / "sidecar" / "data" / "samples" / "slips-test6-malicious.eve.json.gz"
+
+
+@pytest.mark.parametrize("suppress_for", [60.0, 1e9])
+def test_suppression_table_is_bounded(tmp_path: Path, suppress_for: float) -> None:
+    v = _all_flagged_eve()
+    order = np.argsort(np.asarray(v.flows["ts"], dtype=np.float64), kind="stable")
+    v = v.take(order)
+    sources = set(v.flows["orig_h"].tolist())
+    assert len(sources) > 50
+    small = NoticeLogSink(tmp_path / "a.log", suppress_for=suppress_for, suppress_max=16)
+    ref = NoticeLogSink(tmp_path / "b.log", suppress_for=suppress_for)
+    for lo in range(0, len(v), 7):
+        piece = v.take(np.arange(lo, min(lo + 7, len(v))))
+        small.write(piece)
+        ref.write(piece)
+        assert len(small._suppressed_until) <= 16
+    small.close()
+    ref.close()
+    assert len(ref._suppressed_until) == len(sources) > 16  # the unbounded table holds every source
+    extra = small.stats["written"] - ref.stats["written"]
+    if suppress_for == 1e9:  # nothing expires: live entries must be evicted, each may re-notify once
+        assert small.stats["suppress_evicted"] > 0 and small.stats["suppress_expired"] == 0
+        assert 0 <= extra <= small.stats["suppress_evicted"]
+    else:  # entries expire within the capture: expired ones go first
+        assert small.stats["suppress_expired"] > 0
+        assert 0 <= extra <= small.stats["suppress_evicted"]
+    assert small.stats["written"] + small.stats["suppressed"] == len(v)

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 
 from sidecar.verdict import VerdictBatch
@@ -113,6 +114,7 @@ class NoticeLogSink:
         suppress_for: float = 3600.0,
         note: str = "BNN::Malicious_Flow",
         only_malicious: bool = True,
+        suppress_max: int = 100_000,
     ) -> None:
         if fmt not in ("tsv", "json"):
             raise ValueError(f"fmt must be 'tsv' or 'json', not {fmt!r}")
@@ -124,6 +126,9 @@ class NoticeLogSink:
         self.only_malicious = only_malicious
         self.stats: Counter[str] = Counter()
         self._suppressed_until: dict[str, float] = {}
+        #: bound of the suppression table (one entry per source address and class): a flood of
+        #: spoofed sources must not grow it without limit
+        self.suppress_max = max(2, int(suppress_max))
         self._fh: IO[str] | None = None
         self._open()
 
@@ -155,6 +160,19 @@ class NoticeLogSink:
         self._fh.close()
         self._fh = None
 
+    def _prune(self, now: float) -> None:
+        """Drop expired suppression entries; if more than half the bound are still live (a flood
+        of distinct sources), keep the half that expires last. Evicted live entries are counted
+        (``suppress_evicted``): such a source may get a second notice within ``suppress_for``."""
+        live = {k: u for k, u in self._suppressed_until.items() if u > now}
+        self.stats["suppress_expired"] += len(self._suppressed_until) - len(live)
+        half = self.suppress_max // 2
+        if len(live) > half:
+            keep = sorted(live.items(), key=lambda kv: kv[1])[-half:]
+            self.stats["suppress_evicted"] += len(live) - len(keep)
+            live = dict(keep)
+        self._suppressed_until = live
+
     # -- Sink protocol -------------------------------------------------------
 
     def write(self, verdicts: VerdictBatch) -> None:
@@ -163,12 +181,17 @@ class NoticeLogSink:
         n = len(verdicts)
         if n == 0:
             return
+        if self.only_malicious:  # pick the malicious rows first: no Python work per benign row
+            keep = np.flatnonzero(verdicts.malicious)
+            if len(keep) < n:
+                self.stats["benign_ignored"] += n - len(keep)
+                if len(keep) == 0:
+                    return
+                verdicts = verdicts.take(keep)
+                n = len(keep)
         c = verdicts.lists()
         lines: list[str] = []
         for i in range(n):
-            if self.only_malicious and not c["malicious"][i]:
-                self.stats["benign_ignored"] += 1
-                continue
             t = c["ts"][i]
             when = time.time() if t is None else float(t)
             oh, cls = c["orig_h"][i], c["cls"][i]
@@ -178,6 +201,8 @@ class NoticeLogSink:
                 self.stats["suppressed"] += 1
                 continue
             self._suppressed_until[ident] = when + self.suppress_for
+            if len(self._suppressed_until) > self.suppress_max:
+                self._prune(when)
             s2 = c["score2"][i]
             s2txt = "-" if s2 is None else f"{s2:.2f}"
             rec: dict[str, Any] = {
