@@ -92,6 +92,12 @@ class Scorer:
         lut = self._screen_table()
         if lut is not None and len(bin_logit):
             lo, table = lut
+            if len(bin_logit) == 1:  # one row: Python int arithmetic, no array temporaries
+                k = int(bin_logit[0]) - lo
+                if 0 <= k < len(table):
+                    one: np.ndarray = table[k : k + 1].copy()
+                    return one
+                return self._screen_float(bin_logit)
             i = bin_logit.astype(np.int64) - lo
             if int(i.min()) >= 0 and int(i.max()) < len(table):
                 hit: np.ndarray = table[i]

@@ -82,6 +82,7 @@ def shipped() -> dict[str, Any]:
     pack = pack_path_for(MODEL)
     always_split, never_split = OnnxEngine(MODEL), OnnxEngine(MODEL)
     always_split.cascade_min_rows, always_split.cascade_max_frac = 0, 1.0  # two sessions, every call
+    always_split.cascade_min_saved = 0
     never_split.cascade_max_frac = -1.0  # one run call and the unflagged rows zeroed, every call
     return {
         "onnx_always_split": always_split,

@@ -20,6 +20,9 @@ a stage-1 session, then the residual session only on the rows the screen flags.
 onnxruntime does not prune nodes for outputs a call does not ask for (measured: asking
 the file's graph for ``bin_logit``/``fam_logits`` only takes as long as all three), so
 the split has to be in the graphs themselves.
+
+One-row calls (issue #5's batch-1 latency) go through :mod:`sidecar.engines.onnx_tiny`:
+the same graphs without the row-gather rewrite, bound to preallocated buffers.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.engines.base import EngineOutput
+from sidecar.engines.onnx_tiny import OneRow
 from sidecar.engines.proto import transpose_gathers
 from sidecar.errors import EngineUnavailable, ModelError
 
@@ -46,15 +50,21 @@ class OnnxEngine:
 
     name = "onnx"
     #: below this many rows :meth:`run_cascade` makes one ``run`` call and zeroes the unflagged
-    #: ``stage2_logit``: two session calls cost more than stage 2 on a few rows (measured with
-    #: callgrind: at one row both ways execute the same instruction count; from 2 rows up to
-    #: ~64 one call is cheaper)
-    cascade_min_rows = 64
+    #: ``stage2_logit`` (one row: the bound one-row path of :mod:`sidecar.engines.onnx_tiny`)
+    cascade_min_rows = 32
+    #: from ``cascade_min_rows`` up, the split is taken when the recent flagged fraction predicts
+    #: no flagged row at all, or at least this many unflagged rows: the residual session call and
+    #: the row gathers cost about as much as stage 2 on ~150-250 rows (measured at batch 32-512 with
+    #: 0, 10, 25 and 45 % of the rows flagged: with none flagged the split wins from 32 rows up, with
+    #: any flagged one call wins up to ~200 rows)
+    cascade_min_saved = 160
     #: above this recent flagged fraction the split costs more than one ``run`` (measured on the
     #: shipped model at batch 1024: break-even near half the rows)
     cascade_max_frac = 0.45
 
-    def __init__(self, path: str | Path, intra_op_threads: int = 1, rewrite: bool = True, split: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, intra_op_threads: int = 1, rewrite: bool = True, split: bool = True, tiny: bool = True
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -68,6 +78,7 @@ class OnnxEngine:
         # pattern is planned per input shape, which made a varying-size call ~1.6x dearer (measured)
         opts.enable_mem_pattern = False
         self._path = path
+        self._one: OneRow | None = None
         try:
             blob = Path(path).read_bytes()
         except OSError as exc:
@@ -88,6 +99,36 @@ class OnnxEngine:
         if self._stage1 is None:
             self._sess = self._load_plain(blob, session, rewrite)
         self._input = self._sess.get_inputs()[0].name
+        if tiny:
+            self._one = self._load_one_row(blob, ort, intra_op_threads)
+
+    def _load_one_row(self, blob: bytes, ort: Any, intra_op_threads: int) -> OneRow | None:
+        """The one-row path (:mod:`sidecar.engines.onnx_tiny`): the same graph as :meth:`run`'s
+        (split or as written) without the row-gather rewrite, memory pattern on; None if unavailable."""
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_mem_pattern = True  # this session only ever sees shape [1, F]
+        try:
+            from sidecar.engines.onnx_split import Split
+
+            def session(model: bytes) -> Any:
+                return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+            sp = Split(blob, rows=False) if self._stage1 is not None else None
+            full = session(sp.full if sp is not None else blob)
+            n_features = full.get_inputs()[0].shape[1]
+            if not isinstance(n_features, int):
+                raise ValueError(f"feature dimension is not fixed ({n_features!r})")
+            if sp is None:
+                return OneRow(full, self._input, OUTPUTS, n_features)
+            s1, res = session(sp.stage1), session(sp.residual_model)
+            return OneRow(full, self._input, OUTPUTS, n_features, s1, res, list(sp.level_inputs))
+        except Exception as exc:  # onnxruntime's own exception types, ValueError from the checks
+            log.debug("%s: one-row path unavailable (%s)", self._path, exc)
+            return None
 
     def _layout(self, model: bytes, rewrite: bool) -> bytes:
         if not rewrite:
@@ -151,6 +192,10 @@ class OnnxEngine:
         return x
 
     def run(self, x: np.ndarray) -> EngineOutput:
+        if len(x) == 1 and self._one is not None:
+            got = self._one.run(x)
+            if got is not None:
+                return EngineOutput(bin_logit=got[0], fam_logits=got[1], stage2_logit=got[2])
         b, f, s = self._sess.run(OUTPUTS, {self._input: self._x(x)})
         if b.dtype != np.int32 or f.dtype != np.int32 or s.dtype != np.int32:
             b, f, s = (np.asarray(a, dtype=np.int32) for a in (b, f, s))
@@ -162,15 +207,22 @@ class OnnxEngine:
 
         Two exact ways, chosen per call: the split (stage-1 session, then the residual session on
         the flagged rows) or one ``run`` with the unflagged rows zeroed. The split pays a second
-        session call and the row gathers, so it wins only on batches of ``cascade_min_rows`` or
-        more where fewer than ``cascade_max_frac`` of the rows are flagged; that fraction is
-        tracked as a moving average of the recent calls (flows come in bursts)."""
+        session call and the row gathers, so it is taken only on batches of ``cascade_min_rows`` or
+        more where fewer than ``cascade_max_frac`` of the rows are flagged and either none or at
+        least ``cascade_min_saved`` rows are expected unflagged; that fraction is tracked as a
+        moving average of the recent calls (flows come in bursts). One row takes the bound
+        one-row path (stage 1, then stage 2 only if flagged) when it is free."""
+        if len(x) == 1 and self._one is not None:
+            got = self._one.run_cascade(x, screen)
+            if got is not None:
+                return EngineOutput(bin_logit=got[0], fam_logits=got[1], stage2_logit=got[2])
         x = self._x(x)
-        if self._stage1 is None or len(x) < self.cascade_min_rows or self._frac > self.cascade_max_frac:
-            out = self.run(x)
-            flagged = screen(out.bin_logit)
-            out.stage2_logit = np.where(flagged, out.stage2_logit, 0).astype(np.int32)
-            self._track(int(np.count_nonzero(flagged)), len(x))
+        if not self._use_split(len(x)):
+            out = self.run(x)  # fresh arrays: zeroed in place
+            flagged = np.asarray(screen(out.bin_logit), dtype=np.bool_)
+            out.stage2_logit *= flagged
+            if len(x) >= self.cascade_min_rows:
+                self._track(int(np.count_nonzero(flagged)), len(x))
             return out
         b, f, *levels = self._stage1.run(self._s1_outputs, {self._input: x})
         b, f = np.asarray(b, dtype=np.int32), np.asarray(f, dtype=np.int32)
@@ -185,6 +237,11 @@ class OnnxEngine:
             feed.update((k, np.take(lv, sel, axis=0)) for k, lv in zip(self._level_inputs, levels, strict=True))
             s[sel] = self._residual.run([OUTPUTS[2]], feed)[0]
         return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s)
+
+    def _use_split(self, n: int) -> bool:
+        if self._stage1 is None or n < self.cascade_min_rows or self._frac > self.cascade_max_frac:
+            return False
+        return n * self._frac < 0.5 or n * (1.0 - self._frac) >= self.cascade_min_saved
 
     def _track(self, flagged: int, n: int) -> None:
         if n and n >= self.cascade_min_rows:
