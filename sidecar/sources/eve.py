@@ -30,7 +30,7 @@ import orjson
 
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
-from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, quick_type, read_chunked
+from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
 from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_full, _ts_column re-exported
     _DECODER,
     _MS_ERRORS,
@@ -171,7 +171,7 @@ def _convert_with(
     return FlowBatch.from_columns(cols, SOURCE, n=n, origin=org)
 
 
-_PAT, _PAT_FLOW, _quick_type = PAT, PAT_FLOW, quick_type  # shared with the chunked path
+_PAT, _PAT_FLOW = PAT, PAT_FLOW  # shared with the chunked path
 
 
 def read_lines(
@@ -208,7 +208,7 @@ def read_lines_one_by_one(
     """The line-by-line reader (the reference when ``use_msgspec`` is False).
 
     Non-flow events are counted from their ``event_type`` without a full parse
-    (see :func:`_quick_type`). Flow lines are decoded by msgspec into typed structs
+    (see :func:`sidecar.sources.eve_chunks.nonflow_key`). Flow lines are decoded by msgspec into typed structs
     when it is installed (``use_msgspec``), else by orjson into dicts; a batch of
     them becomes columns at once (:func:`_fast_columns`), or row by row through
     :func:`_record` when anything is unusual. Both decoders give the same records
@@ -232,15 +232,8 @@ def read_lines_one_by_one(
         if i >= 0:
             i += plen
             if line[i : i + 5] != pat_flow:
-                j = line.find(b'"', i)
-                key = keys.get(line[i:j]) if j > i else None
-                if key is not None and line[:1] == b"{" and line[-4:].rstrip()[-1:] == b"}":
-                    quick[key] += 1  # a type seen before, on a complete-looking line
-                    continue
-                et = _quick_type(line, i)
-                if et is not None:
-                    key = f"event:{et}"
-                    keys[et.encode("ascii")] = key
+                key = nonflow_key(line, i, keys)
+                if key is not None:
                     quick[key] += 1
                     continue
             elif dec is not None and line.isascii():  # non-ASCII: orjson checks the UTF-8

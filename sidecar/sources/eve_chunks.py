@@ -83,18 +83,27 @@ def classify(chunk: list[bytes], keys: dict[bytes, str]) -> tuple[list[int], Cou
         if line[i : i + 5] == PAT_FLOW:
             flows.append(n)
             continue
-        j = line.find(b'"', i)
-        key = keys.get(line[i:j]) if j > i else None
-        if key is not None and line[:1] == b"{" and line[-4:].rstrip()[-1:] == b"}":
-            quick[key] += 1  # a type seen before, on a complete-looking line
-            continue
-        et = quick_type(line, i)
-        if et is None:
+        key = nonflow_key(line, i, keys)
+        if key is None:
             return None
-        key = f"event:{et}"
-        keys[et.encode("ascii")] = key
         quick[key] += 1
     return flows, quick
+
+
+def nonflow_key(line: bytes, i: int, keys: dict[bytes, str]) -> str | None:
+    """``event:<type>`` of a non-flow line whose type is read without parsing (``i`` just after
+    :data:`PAT`; see :func:`quick_type`), else None (the line needs the full parse). ``keys``
+    caches event type bytes -> ``event:<type>``."""
+    j = line.find(b'"', i)
+    key = keys.get(line[i:j]) if j > i else None
+    if key is not None and line[:1] == b"{" and line[-4:].rstrip()[-1:] == b"}":
+        return key  # a type seen before, on a complete-looking line
+    et = quick_type(line, i)
+    if et is None:
+        return None
+    key = f"event:{et}"
+    keys[et.encode("ascii")] = key
+    return key
 
 
 _EVENT_TYPE = attrgetter("event_type")
