@@ -8,46 +8,30 @@ samples and generated rows (NaN, +-inf, huge and negative values, every feature 
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from feature_rows import sample_rows
 
 from sidecar.engines.base import EngineOutput
 from sidecar.engines.load import pack_path_for
 from sidecar.engines.numpy_engine import NumpyEngine
 from sidecar.engines.onnx_engine import OnnxEngine
-from sidecar.features.schema import FEATURE_NAMES, extract
+from sidecar.features.schema import FEATURE_NAMES
 from sidecar.scorer import make_scorer
-from sidecar.sources.base import ReadStats
-from sidecar.sources.detect import read_path
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "sidecar" / "data" / "model" / "bnn.onnx"
-SAMPLES = REPO / "sidecar" / "data" / "samples"
 F = len(FEATURE_NAMES)
 
 
 @pytest.fixture(scope="module")
 def rows() -> np.ndarray:
     """Real sample rows, then generated edge rows (fuzz only)."""
-    from sidecar.errors import FormatDetectionError
-
-    parts = []
-    logging.disable(logging.WARNING)
-    try:
-        for p in sorted(SAMPLES.iterdir()):
-            if p.suffix == ".md":
-                continue
-            try:
-                parts += [extract(b) for b in read_path(p, "auto", ReadStats(), batch_size=4096)]
-            except FormatDetectionError:
-                continue
-    finally:
-        logging.disable(logging.NOTSET)
+    parts = sample_rows()
     real = np.concatenate(parts)
     assert len(real) >= 100
     rng = np.random.default_rng(5)
@@ -171,9 +155,11 @@ def test_wrong_width_row_is_not_taken_by_the_one_row_path() -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 16])
 def test_small_batches_exact(ref: OnnxEngine, rows: np.ndarray, screen: Any, n: int) -> None:
-    """The numpy engine's small-batch branches (broadcast popcount up to ``_Pm1.small`` rows, one-
-    sample packing) and the onnx engine's choice of split vs one call, on every n-row window."""
-    engines: list[Any] = [NumpyEngine(pack_path_for(MODEL)), OnnxEngine(MODEL)]
+    """The numpy engine's small-batch paths (``numpy_small`` and, with it switched off, the
+    broadcast popcount up to ``_Pm1.small`` rows and one-sample packing) and the onnx engine's
+    choice of split vs one call, on every n-row window."""
+    pack = pack_path_for(MODEL)
+    engines: list[Any] = [NumpyEngine(pack), NumpyEngine(pack, small_rows=0), OnnxEngine(MODEL)]
     split = OnnxEngine(MODEL)
     split.cascade_min_rows, split.cascade_min_saved = 0, 0  # the split even on a few rows
     for lo in range(0, 240, n):

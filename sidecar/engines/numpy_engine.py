@@ -16,10 +16,19 @@ How each piece stays exact and fast:
   each product and each partial sum is then an exactly representable integer,
   whatever the summation order, so the result equals the integer matmul bit for bit.
   Matrices that could exceed that bound use an int64 matmul.
+
+Batches of up to :data:`SMALL_ROWS` rows take :class:`sidecar.engines.numpy_small.SmallPlan`
+instead (latency: a few dozen numpy calls per batch instead of ~100): the same arithmetic —
+±1 layers as AND + popcount on packed words with integer thresholds, every other layer and
+head an exactness-checked float32 product — with the thermometer as one vectorised
+comparison, the residual steps of one depth fused, and no per-call objects. Its outputs are
+the same integers for every row (tests/test_e6_small_batch.py); a model it cannot compile
+exactly keeps this path for every batch size.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.engines.base import EngineOutput
+from sidecar.engines.numpy_small import SmallPlan
 from sidecar.engines.pack import HEADS, TOWERS, load_pack
 from sidecar.engines.reuse import Residual, Source, Step, bin_logit_bounds, plan_residual
 
@@ -37,6 +47,9 @@ _LUT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _BITCOUNT = getattr(np, "bitwise_count", None)
 #: largest |partial sum| a float32 accumulator holds exactly
 _F32_EXACT = 1 << 24
+#: batches of up to this many rows take :class:`sidecar.engines.numpy_small.SmallPlan`: it was faster
+#: than this path up to ~160 rows on the shipped model (x86, one core), so 128 keeps a margin
+SMALL_ROWS = 128
 
 
 def popcount64(a: np.ndarray) -> np.ndarray:
@@ -226,22 +239,41 @@ class _Residual:
 
 class NumpyEngine:
     """``reuse``: run tower ``s2`` as its residual plan on stage 1's levels (exact; falls back to
-    the tower as written when the plan cannot be built)."""
+    the tower as written when the plan cannot be built). ``small_rows``: batches up to this size
+    take the small-batch path (:mod:`sidecar.engines.numpy_small`; needs the residual plan; 0: never)."""
 
     name = "numpy"
 
-    def __init__(self, npz_path: str | Path, chunk: int = 1024, reuse: bool = True) -> None:
+    def __init__(
+        self, npz_path: str | Path, chunk: int = 1024, reuse: bool = True, small_rows: int = SMALL_ROWS
+    ) -> None:
         self._p = load_pack(npz_path)
         self._chunk = chunk
         self._s1 = _Tower(self._p, TOWERS[0])
         self._k = int(np.asarray(self._p[f"{TOWERS[0]}.Wfam"]).shape[1])
         self._res: _Residual | None = None
+        plan: Residual | None = None
         if reuse:
             try:
-                self._res = _Residual(plan_residual(self._p))
+                plan = plan_residual(self._p)
+                self._res = _Residual(plan)
             except (ValueError, KeyError) as exc:
                 log.warning("%s: stage-2 residual plan unavailable (%s); running tower s2 as written", npz_path, exc)
         self._s2 = _Tower(self._p, TOWERS[1]) if self._res is None else None  # only as the fallback
+        self._small: SmallPlan | None = None
+        if plan is not None and self._res is not None and small_rows > 0:
+            try:
+                self._small = SmallPlan(self._p, plan, self._n_features(), small_rows)
+            except (ValueError, KeyError) as exc:
+                log.warning("%s: no small-batch path (%s)", npz_path, exc)
+
+    def _n_features(self) -> int:
+        """Width of the input rows: the model's feature list, else the largest feature index read + 1."""
+        feats = self._p["metadata"].get("bnn.features")
+        if feats is not None:
+            return len(json.loads(feats))
+        idx = [np.asarray(self._p[f"{t}.{k}"]) for t in TOWERS for k in ("thermo_feat", "nan_feat")]
+        return max((int(a.max()) + 1 for a in idx if a.size), default=0)
 
     def metadata(self) -> dict[str, str]:
         return dict(self._p["metadata"])
@@ -291,6 +323,9 @@ class NumpyEngine:
     def _run(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray] | None) -> EngineOutput:
         x = np.asarray(x, dtype=np.float32)
         n = x.shape[0]
+        sp = self._small
+        if sp is not None and 0 < n <= sp.max_rows and x.ndim == 2 and x.shape[1] == sp.n_features:
+            return sp.run(x, screen)
         if n <= self._chunk:
             b, f, s = self._chunk_run(np.ascontiguousarray(x.T), screen)
             return EngineOutput(np.ascontiguousarray(b), np.ascontiguousarray(f), np.ascontiguousarray(s))
