@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sidecar.bench.common import Input, reader
+from sidecar.bench.common import Input, reader, time_windows
 from sidecar.errors import EngineUnavailable
 from sidecar.features.schema import extract
 from sidecar.flow import FlowBatch
@@ -54,40 +53,9 @@ def time_engine(engine: Any, x: np.ndarray, batch: int, seconds: float, min_call
 def time_call(
     call: Callable[[np.ndarray], Any], x: np.ndarray, batch: int, seconds: float, min_calls: int = 20
 ) -> dict[str, Any]:
-    """Per-call latency percentiles and flows/s of ``call(rows)`` for one batch size.
-
-    Calls cycle through different rows of ``x`` so caches see fresh input.
-    ``flows_per_s`` is ``batch / p50``: the median call, robust to preemption on a
-    shared machine; ``flows_per_s_cpu`` divides all flows by the process CPU time.
-    """
-    n = len(x)
-    starts = list(range(0, max(1, n - batch + 1), batch)) or [0]
-    for s in starts[:3]:
-        call(x[s : s + batch])  # warm up
-    lat: list[int] = []
-    c0 = time.process_time()
-    deadline = time.perf_counter() + seconds
-    i = 0
-    while len(lat) < min_calls or time.perf_counter() < deadline:
-        s = starts[i % len(starts)]
-        xb = x[s : s + batch]
-        t0 = time.perf_counter_ns()
-        call(xb)
-        lat.append(time.perf_counter_ns() - t0)
-        i += 1
-        if len(lat) >= 2_000_000:
-            break
-    cpu = time.process_time() - c0
-    a = np.asarray(lat, dtype=np.float64) / 1e3
-    p50, p99 = float(np.percentile(a, 50)), float(np.percentile(a, 99))
-    return {
-        "batch": batch,
-        "calls": len(lat),
-        "p50_us": round(p50, 1),
-        "p99_us": round(p99, 1),
-        "flows_per_s": round(batch / (p50 / 1e6)) if p50 > 0 else 0,
-        "flows_per_s_cpu": round(batch * len(lat) / cpu) if cpu > 0 else 0,
-    }
+    """:func:`~sidecar.bench.common.time_windows` of ``call`` over consecutive ``batch``-row slices of ``x``."""
+    starts = list(range(0, max(1, len(x) - batch + 1), batch)) or [0]
+    return time_windows(call, [x[s : s + batch] for s in starts], batch, seconds, min_calls)
 
 
 def bench_model(

@@ -2,6 +2,8 @@
 
 * ``parse``: each reader's records/s on real record files (repeated in memory),
   beside the ``orjson.loads`` ceiling on the same lines (JSON formats).
+* ``features``: feature extraction alone (``extract``) on the real records, batch
+  1/8/64/1024: p50/p99 per-call latency and flows/s (follow mode's small batches).
 * ``model``: the engine alone on real feature rows, batch 1/64/1024: p50/p99 per-call
   latency and flows/s, for each engine and two paths: ``run`` (both stages on every row)
   and ``cascade`` (``engine.run_cascade`` with the scorer's screen: stage 2 only on the
@@ -31,10 +33,11 @@ import orjson  # noqa: E402
 
 from sidecar.bench.common import MODEL, default_inputs, hot_inputs, machine, pin_one_core  # noqa: E402
 
-WHATS = ("parse", "model", "e2e", "rss")
+WHATS = ("parse", "features", "model", "e2e", "rss")
 COLUMNS: dict[str, tuple[str, ...]] = {
     "parse": ("input", "format", "records", "reader_rec_per_s", "orjson_lines_per_s", "ratio_vs_orjson",
               "reader_rec_per_s_wall"),
+    "features": ("input", "format", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu"),
     "model": ("engine", "path", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu", "stage2_frac"),
     "e2e": ("engine", "input", "format", "flows", "e2e_flows_per_s", "parse_rec_per_s", "ratio_vs_parse",
             "e2e_flows_per_s_wall"),
@@ -49,7 +52,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=str(MODEL), help="ONNX model (sha256-checked; numpy uses its pack)")
     p.add_argument("--min-records", type=int, default=100_000, help="input lines per timed pass (input repeated)")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
-    p.add_argument("--seconds", type=float, default=1.0, help="model: seconds per engine and batch size")
+    p.add_argument("--seconds", type=float, default=1.0, help="model/features: seconds per engine or input, and batch size")
     p.add_argument("--rss-records", type=int, default=200_000, help="rss: input lines each child streams and scores")
     p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the first allowed)")
     p.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
@@ -72,6 +75,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         from sidecar.bench.parse import bench_parse
 
         out["parse"] = bench_parse(inputs, args.min_records, args.repeat)
+    if "features" in whats:
+        from sidecar.bench.features import bench_features
+
+        out["features"] = bench_features(inputs, args.seconds)
     if "model" in whats:
         from sidecar.bench.model import bench_model
 
