@@ -126,78 +126,85 @@ def convert_obj(obj: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
 # (1e400) is read, where orjson rejects the whole line. Non-ASCII lines always take
 # the orjson path (it validates UTF-8 everywhere; msgspec only where it decodes).
 
-_FIELDS = (
-    "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "service", "duration",
-    "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
-    "conn_state", "history",
+#: The conn-record struct fields, in the order of the row tuples both msgspec paths index:
+#: (struct field, JSON key, kind). The line struct (``_ConnS``, here) and the chunk struct
+#: (``_ConnC``, zeek_json_chunks) are both made from this one table by :func:`conn_struct`;
+#: they differ only in the type and default each kind gets (:data:`LINE_KINDS` here, lenient:
+#: a line that does not fit goes to the orjson path; ``zeek_json_chunks.CHUNK_KINDS``, strict:
+#: a line that would go to the orjson path here makes the whole chunk fail in C).
+CONN_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("ts", "ts", "ts"), ("uid", "uid", "str"),
+    ("orig_h", "id.orig_h", "orig_h"), ("orig_p", "id.orig_p", "port"),
+    ("resp_h", "id.resp_h", "str"), ("resp_p", "id.resp_p", "port"),
+    ("proto", "proto", "str"), ("service", "service", "str"), ("duration", "duration", "dur"),
+    ("orig_bytes", "orig_bytes", "count"), ("resp_bytes", "resp_bytes", "count"),
+    ("orig_pkts", "orig_pkts", "count"), ("resp_pkts", "resp_pkts", "count"),
+    ("orig_ip_bytes", "orig_ip_bytes", "count"), ("resp_ip_bytes", "resp_ip_bytes", "count"),
+    ("conn_state", "conn_state", "str"), ("history", "history", "str"),
+    # not record values: the log path, the label keys, and keys that send a line elsewhere
+    ("path", "_path", "path"), ("label", "label", "label"),
+    ("d1", "detailed-label", "other"), ("d2", "detailedlabel", "other"), ("d3", "detailed_label", "other"),
+    ("a1", "id_orig_h", "other"), ("a2", "id_orig_p", "other"),
+    ("a3", "id_resp_h", "other"), ("a4", "id_resp_p", "other"),
 )  # fmt: skip
-#: struct field -> JSON key, shared by this struct and the chunked one (zeek_json_chunks)
-RENAME = {
-    "orig_h": "id.orig_h", "orig_p": "id.orig_p", "resp_h": "id.resp_h", "resp_p": "id.resp_p",
-    "path": "_path", "d1": "detailed-label", "d2": "detailedlabel", "d3": "detailed_label",
-    "a1": "id_orig_h", "a2": "id_orig_p", "a3": "id_resp_h", "a4": "id_resp_p",
-}  # fmt: skip
+_NAMES = tuple(f for f, _, _ in CONN_FIELDS)
+#: the record-value fields (the row tuple starts with them), named as the canonical columns
+_FIELDS = _NAMES[: _NAMES.index("path")]
+#: struct field -> JSON key, where they differ
+RENAME = {f: key for f, key, _ in CONN_FIELDS if f != key}
+#: row-tuple positions
+_I_ORIG_H, _I_PATH, _I_LABEL = _NAMES.index("orig_h"), _NAMES.index("path"), _NAMES.index("label")
+_I_DETAIL = slice(_NAMES.index("d1"), _NAMES.index("d3") + 1)
+_I_ALT = slice(_NAMES.index("a1"), len(_NAMES))
+#: a kind's default meaning "none: the key must be present"
+REQUIRED: Any = object()
 _DECODER: Any = None
 _MS_ERRORS: tuple[type[BaseException], ...] = ()
 _UNSET: Any = object()
+LINE_KINDS: dict[str, tuple[Any, Any]] = {}
 
 try:
     import msgspec as _ms
 except ImportError:  # pragma: no cover - exercised where msgspec is absent
     _ms = None  # type: ignore[assignment]
 
+
+def conn_struct(name: str, kinds: dict[str, tuple[Any, Any]], module: str, **config: Any) -> Any:
+    """A msgspec Struct class of ``module``: the :data:`CONN_FIELDS`, ``kinds[kind] = (type, default)``."""
+    fields = []
+    for f, _, kind in CONN_FIELDS:
+        typ, default = kinds[kind]
+        fields.append((f, typ) if default is REQUIRED else (f, typ, default))
+    return _ms.defstruct(name, fields, rename=RENAME, gc=False, module=module, **config)
+
+
 if _ms is not None:
     from typing import Annotated
 
-    _Port = Annotated[int, _ms.Meta(ge=0, le=65535)] | None
-    _Count = Annotated[float, _ms.Meta(ge=0, le=MAX_COUNT)] | None
-    _Dur = Annotated[float, _ms.Meta(ge=0, le=MAX_DURATION)] | None
     _UNSET = _ms.UNSET
-
-    class _ConnS(
-        _ms.Struct,
-        gc=False,
-        rename=RENAME,
-    ):  # fmt: skip
-        ts: float | None = None
-        uid: str | None = None
-        orig_h: str | _ms.UnsetType | None = _ms.UNSET
-        orig_p: _Port = None
-        resp_h: str | None = None
-        resp_p: _Port = None
-        proto: str | None = None
-        service: str | None = None
-        duration: _Dur = None
-        orig_bytes: _Count = None
-        resp_bytes: _Count = None
-        orig_pkts: _Count = None
-        resp_pkts: _Count = None
-        orig_ip_bytes: _Count = None
-        resp_ip_bytes: _Count = None
-        conn_state: str | None = None
-        history: str | None = None
-        path: Any = None
-        label: Any = _ms.UNSET
-        d1: Any = _ms.UNSET
-        d2: Any = _ms.UNSET
-        d3: Any = _ms.UNSET
-        a1: Any = _ms.UNSET
-        a2: Any = _ms.UNSET
-        a3: Any = _ms.UNSET
-        a4: Any = _ms.UNSET
-
-    assert _ConnS.__struct_fields__[: len(_FIELDS)] == _FIELDS
+    LINE_KINDS = {
+        "ts": (float | None, None),
+        "str": (str | None, None),
+        "orig_h": (str | _ms.UnsetType | None, _UNSET),  # absent: the orjson path judges the line
+        "port": (Annotated[int, _ms.Meta(ge=0, le=65535)] | None, None),
+        "count": (Annotated[float, _ms.Meta(ge=0, le=MAX_COUNT)] | None, None),
+        "dur": (Annotated[float, _ms.Meta(ge=0, le=MAX_DURATION)] | None, None),
+        "path": (Any, None),
+        "label": (Any, _UNSET),
+        "other": (Any, _UNSET),
+    }
+    _ConnS = conn_struct("_ConnS", LINE_KINDS, __name__)
     _DECODER = _ms.json.Decoder(_ConnS).decode
     _MS_ERRORS = (_ms.DecodeError, _ms.ValidationError, RecursionError)
     _astuple = _ms.structs.astuple
 
 
 def _label_of(t: tuple[Any, ...]) -> str | None:
-    """convert_obj's label from a row tuple (label at 18, detail keys at 19..21)."""
-    lv = t[18]
+    """convert_obj's label from a row tuple (its label and detailed-label fields)."""
+    lv = t[_I_LABEL]
     lab = None if lv in (None, "", "-", "(empty)") else str(lv)
     det = None
-    for dv in t[19:22]:
+    for dv in t[_I_DETAIL]:
         if dv is not _UNSET:
             det = None if dv in (None, "", "-", "(empty)") else str(dv)
     return combine_label(lab, det)
@@ -310,7 +317,7 @@ def read_lines_one_by_one(
         count = 0
         return out
 
-    noalt = (_UNSET,) * 4
+    noalt = (_UNSET,) * (_I_ALT.stop - _I_ALT.start)
     for line in lines:
         lineno += 1
         if dec is not None and line[:1] == b"{" and len(line) <= MAX_LINE and line.isascii():
@@ -318,8 +325,13 @@ def read_lines_one_by_one(
                 t = _astuple(dec(line))
             except _MS_ERRORS:
                 t = None
-            if t is not None and t[2] is not _UNSET and t[22:] == noalt and (t[17] is None or t[17] == "conn"):
-                has_label = t[18] is not _UNSET
+            if (
+                t is not None
+                and t[_I_ORIG_H] is not _UNSET
+                and t[_I_ALT] == noalt
+                and (t[_I_PATH] is None or t[_I_PATH] == "conn")
+            ):
+                has_label = t[_I_LABEL] is not _UNSET
                 if has_label is not labelled:
                     if count:
                         yield close()

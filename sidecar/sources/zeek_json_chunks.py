@@ -2,8 +2,9 @@
 
 Lines are taken :data:`CHUNK` at a time and decoded with one ``decode_lines``
 call into :class:`_ConnC` structs, accepted only when the chunk is provably one
-JSON object per line (:func:`sidecar.sources.eve_chunks.decode_chunk`). The struct
-is stricter than the line-by-line one (``zeek_json._ConnS``): everything that
+JSON object per line (:func:`sidecar.sources.eve_chunks.decode_chunk`). Both structs
+have the fields of ``zeek_json.CONN_FIELDS`` (made by ``zeek_json.conn_struct``); this
+one is stricter than the line-by-line one (``zeek_json._ConnS``): everything that
 would send a line to the reference path there makes the whole chunk fail here in
 C: no ``id.orig_h`` key, a ``_path`` other than ``conn``, any ``id_orig_h``-style
 or detailed-label key, a wrong type or an out-of-range value, a line longer than
@@ -22,7 +23,7 @@ from typing import Any
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
 from sidecar.sources.eve_chunks import chunks, decode_chunk
-from sidecar.sources.zeek_json import _FIELDS, _UNSET, MAX_LINE, RENAME, columns_batch
+from sidecar.sources.zeek_json import _FIELDS, _UNSET, MAX_LINE, REQUIRED, columns_batch, conn_struct
 from sidecar.sources.zeek_tsv import combine_label
 
 try:
@@ -36,6 +37,8 @@ CHUNK = 512
 MIN_SPLIT = 8
 
 _LINES_DECODER: Any = None
+#: the chunk struct's type and default per field kind of ``zeek_json.CONN_FIELDS``
+CHUNK_KINDS: dict[str, tuple[Any, Any]] = {}
 
 if _ms is not None:
     from typing import Literal
@@ -43,45 +46,18 @@ if _ms is not None:
     # no range constraints here (they cost a fifth of the decode): columns_batch
     # checks the ranges of a whole batch and the batch's lines are re-read line by
     # line if one is out of range
-    _Port = int | None
-    _Count = float | None
-    _Dur = float | None
-    _Absent = _ms.UnsetType  # any value for such a key fails the chunk
-
-    class _ConnC(
-        _ms.Struct,
-        gc=False,
-        kw_only=True,
-        rename=RENAME,
-    ):  # fmt: skip
-        ts: float | None = None
-        uid: str | None = None
-        orig_h: str | None  # required: a line without it is judged line by line
-        orig_p: _Port = None
-        resp_h: str | None = None
-        resp_p: _Port = None
-        proto: str | None = None
-        service: str | None = None
-        duration: _Dur = None
-        orig_bytes: _Count = None
-        resp_bytes: _Count = None
-        orig_pkts: _Count = None
-        resp_pkts: _Count = None
-        orig_ip_bytes: _Count = None
-        resp_ip_bytes: _Count = None
-        conn_state: str | None = None
-        history: str | None = None
-        path: Literal["conn"] | None = None
-        label: Any = _ms.UNSET
-        d1: _Absent = _ms.UNSET
-        d2: _Absent = _ms.UNSET
-        d3: _Absent = _ms.UNSET
-        a1: _Absent = _ms.UNSET
-        a2: _Absent = _ms.UNSET
-        a3: _Absent = _ms.UNSET
-        a4: _Absent = _ms.UNSET
-
-    assert _ConnC.__struct_fields__[: len(_FIELDS)] == _FIELDS
+    CHUNK_KINDS = {
+        "ts": (float | None, None),
+        "str": (str | None, None),
+        "orig_h": (str | None, REQUIRED),  # a line without it is judged line by line
+        "port": (int | None, None),
+        "count": (float | None, None),
+        "dur": (float | None, None),
+        "path": (Literal["conn"] | None, None),
+        "label": (Any, _UNSET),
+        "other": (_ms.UnsetType, _UNSET),  # any value for such a key fails the chunk
+    }
+    _ConnC = conn_struct("_ConnC", CHUNK_KINDS, __name__, kw_only=True)
     _LINES_DECODER = _ms.json.Decoder(_ConnC).decode_lines
 
 #: the :data:`_FIELDS` of a struct as one tuple (one call per row, then one transposition
