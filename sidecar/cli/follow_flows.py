@@ -72,8 +72,11 @@ def follow(args: argparse.Namespace) -> int:
                 fmt = detect_bytes(b"".join(
                     [h.encode() for h in fol.state.header] + lines[:8]))
             mod = importlib.import_module(FORMATS[fmt])
-            body = [ln for ln in lines if not ln.startswith(b"#")]
-            feed = [h.encode() for h in fol.state.header if not h.startswith("#close")] + body
+            if fmt == "zeek-tsv":  # the current header block, then the data lines
+                body = [ln for ln in lines if not ln.startswith(b"#")]
+                feed = [h.encode() for h in fol.state.header if not h.startswith("#close")] + body
+            else:  # JSON: a "#" line is a bad record, counted by the reader
+                feed = lines
             for batch in mod.read_lines(feed, stats, where=str(path)):
                 out.write(json_lines(batch.iter_rows()))
             out.flush()

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.flow import FlowBatch
+from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name
 
@@ -93,6 +94,9 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
         except csv.Error as e:
             stats.skip("bad-csv", where=f"{path}:1", detail=str(e))
             return
+        except (OSError, EOFError) as e:  # a gzip cut mid-stream (gzip.BadGzipFile is an OSError)
+            stats.skip("truncated-input", where=str(path), detail=str(e))
+            return
         stats.ignored["header"] += 1
         names: list[str] = []
         for h in header_raw:
@@ -109,8 +113,11 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
 
         buf_rows: list[tuple[list[str], list[float], int]] = []
 
-        def flush() -> FlowBatch:
-            return _build(buf_rows, names, idx, num_idx, lab_i, pypi, fname)
+        def flush() -> Iterator[FlowBatch]:
+            b = check_amounts(_build(buf_rows, names, idx, num_idx, lab_i, pypi, fname), stats, str(path))
+            stats.emitted += len(b)
+            if len(b):
+                yield b
 
         lineno = 1
         while True:
@@ -123,6 +130,9 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
                 stats.read += 1
                 stats.skip("bad-csv", where=f"{path}:{lineno}", detail=str(e))
                 continue
+            except (OSError, EOFError) as e:  # a gzip cut mid-stream: keep the rows before it
+                stats.skip("truncated-input", where=str(path), detail=str(e))
+                break
             lineno = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -153,12 +163,10 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
                 continue
             buf_rows.append((row, vals, lineno))
             if len(buf_rows) >= batch_size:
-                stats.emitted += len(buf_rows)
-                yield flush()
+                yield from flush()
                 buf_rows = []
         if buf_rows:
-            stats.emitted += len(buf_rows)
-            yield flush()
+            yield from flush()
 
 
 def _build(

@@ -33,11 +33,29 @@ def head_bytes(path: Path, n: int = 65536) -> bytes:
             magic = fh.read(2)
         if magic == b"\x1f\x8b":
             with gzip.open(path, "rb") as gz:
-                return gz.read(n)
+                return _read_upto(gz, n)
         with open(path, "rb") as fh:
             return fh.read(n)
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_upto(gz: gzip.GzipFile, n: int) -> bytes:
+    """Up to ``n`` decompressed bytes; a stream cut mid-way gives what came before the cut
+    (the reader then counts the cut), an error only if nothing at all could be read."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            b = gz.read1(n - got)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+    except (EOFError, OSError):  # cut short, or a bad CRC at the end (gzip.BadGzipFile)
+        if not got:
+            raise
+    return b"".join(parts)
 
 
 def detect_bytes(head: bytes) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 
 from sidecar.flow import FlowBatch
+from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
 from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_full, _ts_column re-exported
@@ -164,11 +165,14 @@ def _convert_with(
                 stats.skip("bad-flow", where=f"{prefix}{no}", detail=str(e))
                 continue
             origin.append(f"{prefix}{no}")
-        stats.emitted += len(rows)
-        return _batch(rows, origin) if rows else None
-    stats.emitted += n
-    org = [f"{prefix}{no}" for no in nos]  # one allocation per row (measured faster than map)
-    return FlowBatch.from_columns(cols, SOURCE, n=n, origin=org)
+        if not rows:
+            return None
+        b = check_amounts(_batch(rows, origin), stats, where)
+    else:
+        org = [f"{prefix}{no}" for no in nos]  # one allocation per row (measured faster than map)
+        b = check_amounts(FlowBatch.from_columns(cols, SOURCE, n=n, origin=org), stats, where)
+    stats.emitted += len(b)
+    return b if len(b) else None
 
 
 _PAT, _PAT_FLOW = PAT, PAT_FLOW  # shared with the chunked path
@@ -295,6 +299,17 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
     """Read a plain or gzip (detected by magic bytes) eve.json file."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    opener: Any = gzip.open if magic == b"\x1f\x8b" else open
-    with opener(path, "rb") as f:
-        yield from read_lines(f, stats, where=str(path), batch_size=batch_size)
+    if magic != b"\x1f\x8b":
+        with open(path, "rb") as f:
+            yield from read_lines(f, stats, where=str(path), batch_size=batch_size)
+        return
+    with gzip.open(path, "rb") as g:  # a gzip cut mid-stream raises at its end: count it, keep the lines before
+        yield from read_lines(_gz_lines(g, stats, str(path)), stats, where=str(path), batch_size=batch_size)
+
+
+def _gz_lines(f: Any, stats: ReadStats, where: str) -> Iterator[bytes]:
+    """The lines of a gzip file; a damaged end is one counted ``truncated-input`` skip."""
+    try:
+        yield from f
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        stats.skip("truncated-input", where=where, detail=str(e))

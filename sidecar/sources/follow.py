@@ -77,6 +77,7 @@ class Follower:
         self._fh: IO[bytes] | None = None
         self._pending = b""
         self._read_to = self.state.offset  # offset of the end of lines handed out
+        self._skip_rest = False  # the rest of an oversized line already handed out is dropped
         self._resume_old()
 
     def _resume_old(self) -> None:
@@ -112,6 +113,7 @@ class Follower:
         self.state.header = []
         self._read_to = 0
         self._pending = b""
+        self._skip_rest = False
         return True
 
     def poll(self, max_bytes: int = 4 << 20) -> list[bytes]:
@@ -128,6 +130,7 @@ class Follower:
             self.state.offset = self._read_to = 0
             self.state.header = []
             self._pending = b""
+            self._skip_rest = False
             chunk = self._fh.read(max_bytes) or b""
         if not chunk:
             try:
@@ -148,6 +151,17 @@ class Follower:
                 if self._open_current():  # read the new file now, not one wait later
                     return self.poll(max_bytes)
                 return []
+        while self._skip_rest:  # the rest of an oversized line (its head was one record): drop it
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                self._read_to += nl + 1
+                chunk = chunk[nl + 1 :]
+                self._skip_rest = False
+                break
+            self._read_to += len(chunk)
+            chunk = self._fh.read(max_bytes) or b""
+            if not chunk:
+                return []
         data = self._pending + chunk
         cut = data.rfind(b"\n")
         if cut < 0:
@@ -156,16 +170,32 @@ class Follower:
                 # keep memory bounded: hand the oversized line out; the reader counts it as a skip
                 lines, self._pending = [self._pending], b""
                 self._read_to += len(lines[0])
+                self._skip_rest = True
                 return lines
             return []
         done, self._pending = data[: cut + 1], data[cut + 1 :]
         self._read_to += len(done)
-        lines = done.splitlines(keepends=True)
-        for ln in lines:
+        # lines end at b"\n" only, as in a file read (bytes.splitlines also splits at a lone b"\r")
+        lines = done.splitlines(keepends=True) if b"\r" not in done else [x + b"\n" for x in done[:-1].split(b"\n")]
+        if b"#" not in done or (done[:1] != b"#" and b"\n#" not in done):
+            return lines  # no header line (the common case: one memchr)
+        data_seen = False
+        for k, ln in enumerate(lines):
             if ln.startswith(b"#"):
+                if data_seen:
+                    # A header after data lines (a Zeek TSV header block changing mid-file): end this
+                    # poll before it, so that ``state.header`` after a poll is the header of every
+                    # line it returned; the next poll reads from the header on.
+                    back = len(done) - sum(map(len, lines[:k]))
+                    self._fh.seek(-(back + len(self._pending)), os.SEEK_CUR)
+                    self._read_to -= back
+                    self._pending = b""
+                    return lines[:k]
                 if ln.startswith(b"#separator"):
                     self.state.header = []
                 self.state.header.append(ln.decode("utf-8", "replace"))
+            else:
+                data_seen = True
         return lines
 
     def commit(self) -> None:
