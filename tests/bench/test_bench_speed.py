@@ -19,9 +19,11 @@ import pytest
 
 from sidecar.bench.common import MODEL, Input, count_records, default_inputs, hot_inputs, reader
 from sidecar.bench.e2e import NullSink, pipeline
+from sidecar.bench.features import real_batch
 from sidecar.bench.model import real_features
 from sidecar.bench.parse import ceiling
 from sidecar.engines.load import load_engine
+from sidecar.features.schema import FEATURE_NAMES, extract
 
 INPUTS = {i.fmt: i for i in hot_inputs(default_inputs())}
 RECORDS = 20_000
@@ -44,6 +46,14 @@ def test_reader(benchmark: Any, inputs: dict[str, Input], fmt: str) -> None:
 def test_orjson_ceiling(benchmark: Any, inputs: dict[str, Input], fmt: str) -> None:
     stream = inputs[fmt].stream(RECORDS)
     assert benchmark(ceiling, stream) == len(stream)
+
+
+@pytest.mark.parametrize("fmt", ["zeek-tsv", "eve"])
+@pytest.mark.parametrize("batch", [1, 8, 1024])
+def test_features(benchmark: Any, inputs: dict[str, Input], fmt: str, batch: int) -> None:
+    b = real_batch(inputs[fmt], batch).take(np.arange(batch))
+    x = benchmark(extract, b)
+    assert x.shape == (batch, len(FEATURE_NAMES)) and x.dtype == np.float32
 
 
 @pytest.fixture(scope="module")
