@@ -111,22 +111,27 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
             continue
         mal, cls = _score(scorer, batch)
         labels = np.asarray(batch.label.tolist(), dtype=object)
+        # Zeek saw no packet of the flow (both counts logged as 0; a missing count is not 0)
+        nopk = (batch["orig_pkts"] == 0) & (batch["resp_pkts"] == 0)
         rows = {}
         for lab in sorted(set(labels.tolist()), key=str):
             m = labels == lab
             n, k = int(m.sum()), int(mal[m].sum())
-            rows[str(lab)] = {"family": zeek_family(lab), **_cell(n, k, Counter(cls[m & mal].tolist()))}
+            rows[str(lab)] = {"family": zeek_family(lab), **_cell(n, k, Counter(cls[m & mal].tolist())),
+                              "n_with_packets": int((m & ~nopk).sum()), "flagged_with_packets": int((m & ~nopk & mal).sum())}
         out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows}
     return out
 
 
-def zeek_families(z: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def zeek_families(z: dict[str, Any], with_packets: bool = False) -> dict[str, dict[str, Any]]:
+    """Per family, pooled over captures; ``with_packets``: only records in which Zeek counted a packet."""
     agg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    kn, kf = ("n_with_packets", "flagged_with_packets") if with_packets else ("n", "flagged")
     for cap in z.values():
         for row in cap["labels"].values():
             if row["family"] is not None:
-                agg[row["family"]][0] += row["n"]
-                agg[row["family"]][1] += row["flagged"]
+                agg[row["family"]][0] += row[kn]
+                agg[row["family"]][1] += row[kf]
     return {f: {"n": v[0], "flagged": v[1], "rate": rate(v[1], v[0])} for f, v in sorted(agg.items())}
 
 
@@ -143,14 +148,15 @@ def markdown(res: dict[str, Any]) -> str:
          f"Recall = flagged/attack records, FPR = flagged/benign records; ✗ = misses the issue-#5 target "
          f"(recall ≥ {TARGET_RECALL}, FPR ≤ {TARGET_FPR:.0%}).", "",
          "### Per family and input source", "",
-         "| family | lab eve (n) | lab eve | lab CSV (n) | lab CSV | CIC-IDS2018 (n) | CIC-IDS2018 | CIC-IDS2017 impr. (n) | CIC-IDS2017 impr. | Zeek labelled (n) | Zeek labelled |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
-    zf = zeek_families(zk)
+         "| family | lab eve (n) | lab eve | lab CSV (n) | lab CSV | CIC-IDS2018 (n) | CIC-IDS2018 | CIC-IDS2017 impr. (n) | CIC-IDS2017 impr. | Zeek labelled (n) | Zeek labelled | Zeek, ≥ 1 packet (n) | Zeek, ≥ 1 packet |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    zf, zp = zeek_families(zk), zeek_families(zk, with_packets=True)
     for f in ("benign", *ATTACK_FAMILIES):
         b = f == "benign"
         cells = []
         for d in (lab["families"].get(f, {}).get("eve"), lab["families"].get(f, {}).get("csv"),
-                  cic["CSE-CIC-IDS2018"]["families"].get(f), cic["CIC-IDS2017-improved"]["families"].get(f), zf.get(f)):
+                  cic["CSE-CIC-IDS2018"]["families"].get(f), cic["CIC-IDS2017-improved"]["families"].get(f), zf.get(f),
+                  zp.get(f)):
             cells += ["0", "–"] if not d else [str(d["n"]), _mark(d["rate"], b)]
         L.append(f"| {f} {'(FPR)' if b else '(recall)'} | " + " | ".join(cells) + " |")
     L += ["", "### Lab, per attack (recall) and benign (FPR), per input source", "",
