@@ -365,6 +365,6 @@ def test_chunks_bound_bytes_for_iterators_and_read_path_matches(
     path.write_bytes(b"".join(mixed))
     st = ReadStats()
     rows = [r for b in eve.read_path(path, st) for r in b.iter_rows()]
-    ref = _render(eve, mixed, False, 4096, caplog)
+    ref = _render(eve, [ln for ln in mixed if ln], False, 4096, caplog)  # b"" is no line of a file
     assert b"\n".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows) == ref[0]
     assert st.as_dict() == ref[2] and st.ignored["event:None"] >= 3  # the big lines are empty objects

@@ -22,7 +22,6 @@ wrong column count and unparseable numbers are skipped and counted.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 from sidecar.flow import FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
+from sidecar.sources.bom import open_records
 from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name
 
 __all__ = ["ALIASES", "CANONICAL", "SOURCE", "canonical_name", "parse_ts", "read_path"]
@@ -69,11 +69,12 @@ def parse_ts(s: str) -> float:
 
 
 def _open_text(path: str | os.PathLike[str]) -> io.TextIOBase:
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+    """The file (plain or gzip) as text, after one leading UTF-8 BOM."""
+    return io.TextIOWrapper(open_records(path), encoding="utf-8", errors="replace", newline="")
+
+
+def _blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
 
 
 def _int_or(v: str | None, default: int = -1) -> int:
@@ -89,6 +90,9 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
         reader = csv.reader(fh)
         try:
             header_raw = next(reader)
+            while _blank(header_raw):  # blank lines before the header: not records, counted
+                stats.ignored["blank"] += 1
+                header_raw = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
@@ -134,7 +138,8 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
                 stats.skip("truncated-input", where=str(path), detail=str(e))
                 break
             lineno = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
+            if _blank(row):
+                stats.ignored["blank"] += 1  # not a record, counted like the Zeek readers do
                 continue
             stats.read += 1
             where = f"{path}:{lineno}"

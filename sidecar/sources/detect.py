@@ -16,6 +16,7 @@ import orjson
 from sidecar.errors import FormatDetectionError, InputError
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
+from sidecar.sources.bom import strip_bom
 
 FORMATS: dict[str, str] = {
     "zeek-tsv": "sidecar.sources.zeek_tsv",
@@ -59,8 +60,8 @@ def _read_upto(gz: gzip.GzipFile, n: int) -> bytes:
 
 
 def detect_bytes(head: bytes) -> str:
-    """The format of a stream whose first bytes are ``head``."""
-    text = head.lstrip()
+    """The format of a stream whose first bytes are ``head`` (after one leading UTF-8 BOM)."""
+    text = strip_bom(head).lstrip()
     if text.startswith(b"#separator") or text.startswith(b"#fields"):
         return "zeek-tsv"
     first = text.split(b"\n", 1)[0].strip()

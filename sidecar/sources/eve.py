@@ -19,7 +19,6 @@ including the link-layer header. We assume Ethernet (14 bytes per packet):
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ import orjson
 from sidecar.flow import FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
+from sidecar.sources.bom import is_gzip, open_records
 from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
 from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_full, _ts_column re-exported
     _DECODER,
@@ -260,6 +260,7 @@ def read_lines_one_by_one(
                                 yield fb
                         continue
         elif not line.strip():
+            ignored["blank"] += 1  # not a record, counted like the Zeek readers do
             continue
         try:
             ev = loads(line)
@@ -296,15 +297,12 @@ def read_lines_one_by_one(
 
 
 def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 4096) -> Iterator[FlowBatch]:
-    """Read a plain or gzip (detected by magic bytes) eve.json file."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic != b"\x1f\x8b":
-        with open(path, "rb") as f:
+    """Read a plain or gzip (detected by magic bytes) eve.json file (after one leading UTF-8 BOM)."""
+    with open_records(path) as f:
+        if not is_gzip(f):
             yield from read_lines(f, stats, where=str(path), batch_size=batch_size)
-        return
-    with gzip.open(path, "rb") as g:  # a gzip cut mid-stream raises at its end: count it, keep the lines before
-        yield from read_lines(_gz_lines(g, stats, str(path)), stats, where=str(path), batch_size=batch_size)
+        else:  # a gzip cut mid-stream raises at its end: count it, keep the lines before
+            yield from read_lines(_gz_lines(f, stats, str(path)), stats, where=str(path), batch_size=batch_size)
 
 
 def _gz_lines(f: Any, stats: ReadStats, where: str) -> Iterator[bytes]:

@@ -1,6 +1,8 @@
 """Follow a growing log file (``tail -F``) with rotation and an atomic checkpoint.
 
 * Complete lines only: a partial last line is held until its newline arrives.
+* One UTF-8 BOM at offset 0 of a file is dropped (as the file readers do, see
+  :mod:`sidecar.sources.bom`); a BOM anywhere else stays part of its line.
 * Rotation by rename (Zeek: ``conn.log`` → ``conn.<ts>.log``, Suricata's default):
   the old file is read to its end through the open descriptor, then the new file
   at the path is opened from offset 0.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sidecar.sources.bom import BOM
 from sidecar.sources.follow_inotify import FileWaker
 
 log = logging.getLogger(__name__)
@@ -163,6 +166,9 @@ class Follower:
             if not chunk:
                 return []
         data = self._pending + chunk
+        if not self._read_to and data[:3] == BOM:  # one BOM at offset 0 of a file is not data
+            data = data[3:]
+            self._read_to = 3
         cut = data.rfind(b"\n")
         if cut < 0:
             self._pending = data

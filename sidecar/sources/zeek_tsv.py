@@ -23,6 +23,7 @@ import numpy as np
 
 from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
+from sidecar.sources.bom import open_records
 from sidecar.sources.zeek_tsv_fast import convert_block as _fast_batch
 from sidecar.sources.zeek_tsv_fast import fast_sep
 from sidecar.sources.zeek_tsv_values import (
@@ -386,13 +387,8 @@ def read_lines(
 
 
 def open_path(path: str | Path) -> IO[bytes]:
-    """Open a plain or gzip file (by magic bytes) for binary reading."""
-    f: IO[bytes] = open(path, "rb")  # noqa: SIM115
-    magic = f.read(2)
-    f.seek(0)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
-    return f
+    """Open a plain or gzip file (by magic bytes) for binary reading, after one leading UTF-8 BOM."""
+    return open_records(path)
 
 
 def _safe_lines(f: IO[bytes], stats: ReadStats, where: str) -> Iterator[bytes]:
