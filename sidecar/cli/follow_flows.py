@@ -72,13 +72,17 @@ def follow(args: argparse.Namespace) -> int:
                 fmt = detect_bytes(b"".join(
                     [h.encode() for h in fol.state.header] + lines[:8]))
             mod = importlib.import_module(FORMATS[fmt])
+            refed = 0  # header lines fed again in front of this poll's lines (not counted again)
             if fmt == "zeek-tsv":  # the current header block, then the data lines
                 body = [ln for ln in lines if not ln.startswith(b"#")]
-                feed = [h.encode() for h in fol.state.header if not h.startswith("#close")] + body
+                header = [h.encode() for h in fol.state.header if not h.startswith("#close")]
+                feed = header + body if body else []
+                refed = (len(header) if body else 0) - (len(lines) - len(body))  # minus this poll's "#" lines
             else:  # JSON: a "#" line is a bad record, counted by the reader
                 feed = lines
             for batch in mod.read_lines(feed, stats, where=str(path)):
                 out.write(json_lines(batch.iter_rows()))
+            stats.ignored["header"] -= refed
             out.flush()
             if out is not sys.stdout.buffer:
                 os.fsync(out.fileno())

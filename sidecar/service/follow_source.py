@@ -110,10 +110,15 @@ class FollowSource:
         if self.format != "zeek-tsv":  # a "#" line in JSON input is a bad record: the reader counts it
             return list(mod.read_lines(lines, self.stats, where=str(self.path), batch_size=self.batch_size))
         body = [ln for ln in lines if not ln.startswith(b"#")]
+        # the header block is fed again with every poll: count only this poll's own "#" lines, once
+        own = len(lines) - len(body)
         if not body:
+            self.stats.ignored["header"] += own
             return []
         feed = header + body
-        return list(mod.read_lines(feed, self.stats, where=str(self.path), batch_size=self.batch_size))
+        out = list(mod.read_lines(feed, self.stats, where=str(self.path), batch_size=self.batch_size))
+        self.stats.ignored["header"] += own - len(header)
+        return out
 
     def take_token(self) -> FollowState | None:
         """The follow position completed by the batch just yielded (``None`` mid-poll)."""
