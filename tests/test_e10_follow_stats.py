@@ -92,3 +92,22 @@ def test_flows_follow_cli_counts_header_lines_once(shared: Path, tmp_path: Path)
     assert m is not None, r.stderr[-500:]
     assert orjson.loads(m.group(1)) == want
     assert len(out.read_bytes().splitlines()) == want["emitted"]
+
+
+def test_follow_header_state_is_bounded_for_hash_lines_in_json(tmp_path: Path) -> None:
+    """JSON input has no ``#separator`` to reset the follower's header state: 500 ``#`` lines
+    must not grow it (nor the checkpoint) past MAX_HEADER_LINES; every line is still handed out."""
+    from sidecar.sources.follow import MAX_HEADER_LINES, Follower
+
+    p = tmp_path / "eve.json"
+    p.write_bytes(b"".join(b"# junk %d\n" % i for i in range(500)) + b'{"event_type":"flow"}\n')
+    fol = Follower(p, inotify=False)
+    got: list[bytes] = []
+    for _ in range(100):
+        lines = fol.poll()
+        if not lines:
+            break
+        got += lines
+        fol.commit()
+    fol.close()
+    assert len(got) == 501 and len(fol.state.header) == MAX_HEADER_LINES

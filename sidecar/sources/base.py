@@ -27,7 +27,9 @@ DEFAULT_BATCH = 4096
 class ReadStats:
     """Accounting of one reader/source. ``read == emitted + sum(skipped.values())``
     for record-bearing lines; ``ignored`` counts lines that are not records by design
-    (headers, comments, non-flow eve events) by kind."""
+    (headers, comments, blank lines, non-flow eve events) by kind. One exception:
+    ``skipped["truncated-input"]`` (a compressed file cut mid-stream) counts the damaged end
+    of a file, not a line that was read, so it has no matching ``read``."""
 
     read: int = 0
     emitted: int = 0

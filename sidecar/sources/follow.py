@@ -34,6 +34,9 @@ from sidecar.sources.follow_inotify import FileWaker
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
+#: ``state.header`` keeps at most this many ``#`` lines (a Zeek TSV header block has 8; JSON input has
+#: no ``#separator`` to reset it, so ``#`` lines there must not grow it, nor every checkpoint, without bound)
+MAX_HEADER_LINES = 64
 
 
 @dataclass
@@ -199,7 +202,8 @@ class Follower:
                     return lines[:k]
                 if ln.startswith(b"#separator"):
                     self.state.header = []
-                self.state.header.append(ln.decode("utf-8", "replace"))
+                if len(self.state.header) < MAX_HEADER_LINES:  # bounded: "#" lines in JSON input
+                    self.state.header.append(ln.decode("utf-8", "replace"))
             else:
                 data_seen = True
         return lines
