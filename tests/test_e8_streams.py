@@ -297,10 +297,11 @@ def test_follow_counts_hash_lines_in_json_input(shared: Path, tmp_path: Path, fm
 
 
 def test_corrupt_amounts_are_counted_skips_in_eve_and_cic(shared: Path, tmp_path: Path) -> None:
-    """eve and CIC rows with a negative duration/count (an eve ``flow.end`` before its start, a
-    CIC row with -5 packets) or an absurd one are corrupt records: dropped and counted as
-    ``negative:<col>`` / ``absurd:<col>``, as the Zeek readers do; every other row is kept
-    unchanged, on both eve paths (chunked msgspec and line by line)."""
+    """eve and CIC rows with a negative count (a CIC row with -5 packets) or an absurd one are
+    corrupt records: dropped and counted as ``negative:<col>`` / ``absurd:<col>``, as the Zeek
+    readers do. An eve ``flow.end`` before its start (timestamps out of order at capture) is not
+    a corrupt record: the flow is kept with its duration missing, counted in ``stats.missing``.
+    Every other row is unchanged, on both eve paths (chunked msgspec and line by line)."""
     from sidecar.sources import cic_csv, eve
 
     flows = [ln for ln in _lines(shared, EVE_REAL) if b'"event_type":"flow"' in ln][:300]
@@ -310,12 +311,16 @@ def test_corrupt_amounts_are_counted_skips_in_eve_and_cic(shared: Path, tmp_path
     bad_pkts["flow"]["pkts_toserver"] = 10**18
     mutated = list(flows)
     mutated[10], mutated[20] = orjson.dumps(bad_end) + b"\n", orjson.dumps(bad_pkts) + b"\n"
-    ref = [_key(r) for r in _rows(list(eve.read_lines(flows, ReadStats())))]
     for use_msgspec in (True, False):
         st = ReadStats()
-        got = [_key(r) for r in _rows(list(eve.read_lines(mutated, st, use_msgspec=use_msgspec)))]
-        assert dict(st.skipped) == {"negative:duration": 1, "absurd:orig_pkts": 1}, use_msgspec
-        assert got == [k for i, k in enumerate(ref) if i not in (10, 20)] and st.emitted == 298
+        rows = _rows(list(eve.read_lines(mutated, st, use_msgspec=use_msgspec)))
+        assert dict(st.skipped) == {"absurd:orig_pkts": 1}, use_msgspec
+        assert dict(st.missing) == {"negative:duration": 1} and st.as_dict()["missing"] == {"negative:duration": 1}
+        assert rows[10]["duration"] is None or rows[10]["duration"] != rows[10]["duration"]  # missing (NaN)
+        ref_rows = _rows(list(eve.read_lines(flows, ReadStats())))
+        ref_rows[10]["duration"] = rows[10]["duration"]  # the only change to that flow
+        got = [_key(r) for r in rows]
+        assert got == [_key(r) for i, r in enumerate(ref_rows) if i != 20] and st.emitted == 299
 
     lines = _lines(shared, CIC_REAL)
     head = lines[0].decode().rstrip("\r\n").split(",")

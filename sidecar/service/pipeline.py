@@ -89,12 +89,15 @@ class Service:
     def accounting(self) -> dict[str, Any]:
         read = emitted = 0
         skipped: Counter[str] = Counter()
+        missing: Counter[str] = Counter()
         for _, src in self.sources:
             st = getattr(src, "stats", None)
             read += int(getattr(st, "read", 0))
             emitted += int(getattr(st, "emitted", 0))
             skipped.update(getattr(st, "skipped", {}))
+            missing.update(getattr(st, "missing", {}))
         nskip = sum(skipped.values())
+        extra = {"values_missing": dict(sorted(missing.items()))} if missing else {}
         return {
             "records_in": read,
             "emitted": emitted,
@@ -107,6 +110,7 @@ class Service:
             "batches": self.batches,
             "sink_errors": dict(self.sink_errors),
             "source_errors": dict(self.source_errors),
+            **extra,  # values the readers set to missing (records kept), only when it happened
         }
 
     # -- source threads -----------------------------------------------------------

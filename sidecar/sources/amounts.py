@@ -6,6 +6,11 @@ check_amount`); this is the same rule, applied to whole columns: a row whose dur
 count is negative, infinite or absurd is a corrupt record and is dropped, counted as one skip
 ``negative:<col>`` / ``bad-number:<col>`` / ``absurd:<col>`` (the first failing column, in
 canonical order). NaN is *missing* and passes; the feature code handles it.
+
+One exception: these readers *compute* the duration (eve: ``flow.end - flow.start``), and
+a negative one means the capture's timestamps were out of order, not that the record is
+corrupt. Its duration becomes missing (counted in ``stats.missing["negative:duration"]``,
+logged) and the flow is kept.
 """
 
 from __future__ import annotations
@@ -34,6 +39,19 @@ def check_amounts(batch: FlowBatch, stats: ReadStats, where: str = "") -> FlowBa
 
     The caller counts ``stats.emitted`` for the batch it gets back.
     """
+    dur = batch["duration"]
+    with np.errstate(invalid="ignore"):
+        neg = dur < 0
+    if neg.any():
+        # The end precedes the start (packet timestamps out of order at capture, e.g. several
+        # capture threads): the duration is unknown, the flow itself is fine. Missing, not 0.
+        i = int(np.flatnonzero(neg)[0])
+        org = batch.origin[i] if batch.origin is not None else batch["uid"][i]
+        stats.made_missing("negative:duration", int(neg.sum()), where=str(org) if org is not None else where,
+                           detail=f"duration={float(dur[i])!r} (first of the batch)")
+        dur = dur.copy()
+        dur[neg] = np.nan
+        batch.cols["duration"] = dur
     bad: np.ndarray | None = None
     with np.errstate(invalid="ignore"):
         for col, lim in AMOUNTS:

@@ -35,6 +35,9 @@ class ReadStats:
     emitted: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     ignored: Counter[str] = field(default_factory=Counter)
+    #: values of emitted records the reader set to missing because they were impossible, by reason
+    #: (e.g. an eve flow whose end precedes its start: its duration is unknown, the flow is kept)
+    missing: Counter[str] = field(default_factory=Counter)
     #: how many skip log lines were emitted (capped so garbage input cannot flood logs)
     _logged: int = 0
 
@@ -47,19 +50,30 @@ class ReadStats:
             self._logged += 1
             log.warning("further skipped records are counted but not logged")
 
+    def made_missing(self, reason: str, n: int, where: str = "", detail: str = "", max_logged: int = 50) -> None:
+        """``n`` values of emitted records were impossible and set to missing (NaN); logged once per call."""
+        self.missing[reason] += n
+        if self._logged < max_logged:
+            self._logged += 1
+            log.warning("%d value(s) set to missing (%s) at %s: %s", n, reason, where or "?", detail[:200])
+
     def merge(self, other: ReadStats) -> None:
         self.read += other.read
         self.emitted += other.emitted
         self.skipped.update(other.skipped)
         self.ignored.update(other.ignored)
+        self.missing.update(other.missing)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "read": self.read,
             "emitted": self.emitted,
             "skipped": dict(sorted(self.skipped.items())),
             "ignored": dict(sorted(self.ignored.items())),
         }
+        if self.missing:  # only when it happened: summaries of clean input are unchanged
+            d["missing"] = dict(sorted(self.missing.items()))
+        return d
 
 
 @runtime_checkable
