@@ -101,6 +101,20 @@ def best_of(fn: Callable[[], Any], repeat: int) -> Timing:
     return best
 
 
+def best_of_alternating(fns: list[Callable[[], Any]], repeat: int) -> list[Timing]:
+    """Best (smallest CPU time) of ``repeat`` passes of each function, passes interleaved."""
+    best: list[Timing | None] = [None] * len(fns)
+    for _ in range(max(1, repeat)):
+        for i, fn in enumerate(fns):
+            c0, w0 = time.process_time(), time.perf_counter()
+            r = fn()
+            t = Timing(time.process_time() - c0, time.perf_counter() - w0, r)
+            b = best[i]
+            if b is None or t.cpu < b.cpu:
+                best[i] = t
+    return [b for b in best if b is not None]
+
+
 def pin_one_core(cpu: int | None = None) -> int | None:
     """Pin this process (and future children) to one CPU; returns it (None if unsupported)."""
     if not hasattr(os, "sched_setaffinity"):

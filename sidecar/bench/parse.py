@@ -22,14 +22,12 @@ count them by event type.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import orjson
 
-from sidecar.bench.common import Input, Timing, best_of, count_records, rate, reader
+from sidecar.bench.common import Input, best_of, best_of_alternating, count_records, rate, reader
 
 
 def ceiling(lines: list[bytes]) -> int:
@@ -38,20 +36,6 @@ def ceiling(lines: list[bytes]) -> int:
     for ln in lines:
         loads(ln)
     return len(lines)
-
-
-def best_of_alternating(fns: list[Callable[[], Any]], repeat: int) -> list[Timing]:
-    """Best (smallest CPU time) of ``repeat`` passes of each function, passes interleaved."""
-    best: list[Timing | None] = [None] * len(fns)
-    for _ in range(max(1, repeat)):
-        for i, fn in enumerate(fns):
-            c0, w0 = time.process_time(), time.perf_counter()
-            r = fn()
-            t = Timing(time.process_time() - c0, time.perf_counter() - w0, r)
-            b = best[i]
-            if b is None or t.cpu < b.cpu:
-                best[i] = t
-    return [b for b in best if b is not None]
 
 
 def bench_parse(inputs: list[Input], min_records: int, repeat: int) -> list[dict[str, Any]]:
