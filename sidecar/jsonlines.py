@@ -30,6 +30,6 @@ def score_to_json_lines(
         v = scorer.score(batch)
         if only_malicious:
             v = v.take(v.malicious)
-        write(json_lines(v.iter_json()))
+        write(v.json_lines())
         n += len(batch)
     return n

@@ -17,7 +17,6 @@ from typing import IO
 import numpy as np
 import orjson
 
-from sidecar.jsonlines import json_lines
 from sidecar.verdict import VerdictBatch
 
 
@@ -45,13 +44,12 @@ class JsonlSink:
             verdicts = verdicts.take(np.flatnonzero(verdicts.malicious))
         if len(verdicts) == 0:
             return
-        rows = verdicts.iter_json()
         if self.stamp_field:
             now = time.time()
             key = self.stamp_field
-            data = b"".join(orjson.dumps({**r, key: now}) + b"\n" for r in rows)
+            data = b"".join(orjson.dumps({**r, key: now}) + b"\n" for r in verdicts.iter_json())
         else:
-            data = json_lines(rows)
+            data = verdicts.json_lines()
         self._fh.write(data)
         self.written += len(verdicts)
 
