@@ -155,9 +155,9 @@ def test_wrong_width_row_is_not_taken_by_the_one_row_path() -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 16])
 def test_small_batches_exact(ref: OnnxEngine, rows: np.ndarray, screen: Any, n: int) -> None:
-    """The numpy engine's small-batch paths (``numpy_small`` and, with it switched off, the
-    broadcast popcount up to ``_Pm1.small`` rows and one-sample packing) and the onnx engine's
-    choice of split vs one call, on every n-row window."""
+    """The numpy engine's small-batch path (``numpy_small``) and, with it switched off, its
+    large-batch path on a few rows, and the onnx engine's choice of split vs one call, on every
+    n-row window."""
     pack = pack_path_for(MODEL)
     engines: list[Any] = [NumpyEngine(pack), NumpyEngine(pack, small_rows=0), OnnxEngine(MODEL)]
     split = OnnxEngine(MODEL)

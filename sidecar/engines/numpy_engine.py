@@ -77,8 +77,6 @@ def pack_columns(bits_t: np.ndarray) -> np.ndarray:
     group of 8 rows (faster than ``np.packbits`` along axis 0).
     """
     nb, n = bits_t.shape
-    if n == 1:  # one sample: the bytes are np.packbits' along the column, as pack_bits packs a row
-        return np.packbits(bits_t[:, 0]).view(np.uint64)[:, None]
     by = (bits_t.reshape(nb // 8, 8, n).view(np.uint8) * _BYTE_WEIGHTS).sum(axis=1, dtype=np.uint8)
     return np.ascontiguousarray(np.ascontiguousarray(by.T).view(np.uint64).T)
 
@@ -101,30 +99,25 @@ class _IntMat:
 
 
 class _Pm1:
-    """A ±1 layer kept as bit-packed ``+1`` masks: one ``[H, 1]`` uint64 column per word."""
+    """A ±1 layer kept as bit-packed ``+1`` masks: one ``[H, 1]`` uint64 column per word.
 
-    #: up to this many samples all words are ANDed in one broadcast op (fewer calls; a larger
-    #: ``[H, words, n]`` temporary would fall out of cache)
-    small = 8
+    Small batches do not come here (:mod:`sidecar.engines.numpy_small` has its own plan for
+    them), so there is one loop over the words, sized for large batches."""
 
     def __init__(self, packed: np.ndarray) -> None:
         self.cols = [np.ascontiguousarray(packed[:, j])[:, None] for j in range(packed.shape[1])]
-        self.packed3 = np.ascontiguousarray(packed, dtype=np.uint64)[:, :, None]  # [H, words, 1]
 
     def __call__(self, a_t: np.ndarray) -> np.ndarray:
         """``a_t``: uint64 ``[words, n]`` packed 0/1 inputs → int16 ``[H, n]`` accumulators."""
         h, n = self.cols[0].shape[0], a_t.shape[1]
         # |acc| <= number of input bits: int16 unless a layer is wider than 16k bits
         dt = np.int16 if len(self.cols) * 64 < 16_000 else np.int32
-        if n <= self.small:
-            acc = popcount64(self.packed3 & a_t[None]).sum(axis=1, dtype=dt)
-        else:
-            tmp = np.empty((h, n), dtype=np.uint64)
-            cnt = np.empty((h, n), dtype=np.uint8)
-            acc = np.zeros((h, n), dtype=dt)
-            for j, col in enumerate(self.cols):
-                np.bitwise_and(col, a_t[j], out=tmp)
-                acc += popcount64(tmp) if _BITCOUNT is None else _BITCOUNT(tmp, out=cnt)
+        tmp = np.empty((h, n), dtype=np.uint64)
+        cnt = np.empty((h, n), dtype=np.uint8)
+        acc = np.zeros((h, n), dtype=dt)
+        for j, col in enumerate(self.cols):
+            np.bitwise_and(col, a_t[j], out=tmp)
+            acc += popcount64(tmp) if _BITCOUNT is None else _BITCOUNT(tmp, out=cnt)
         n_on = popcount64(a_t).sum(axis=0, dtype=acc.dtype)
         acc *= 2
         acc -= n_on
