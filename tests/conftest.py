@@ -9,6 +9,8 @@ Real data is read from ``../shared/data`` (CI has it beside the checkout) or fro
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,26 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"real data folder {SHARED} not found (CI has ../shared/data beside the checkout)")
     return SHARED
+
+
+class QuietSink:
+    """Base for test sinks that only collect: ``flush``, ``reopen`` and ``close`` do nothing."""
+
+    def flush(self) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_threads(work: Callable[[int], None], n: int = 2, timeout: float = 60.0) -> bool:
+    """Run ``work(k)`` for k = 0..n-1 in n threads at once; True when all finished in time."""
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=timeout)
+    return not any(t.is_alive() for t in ts)

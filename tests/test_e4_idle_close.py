@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import QuietSink
 
 from sidecar.cli.score import DEFAULT_MODEL
 from sidecar.config import load_config
@@ -35,7 +36,7 @@ def scorer() -> Scorer:
     return make_scorer(DEFAULT_MODEL, "numpy")
 
 
-class Collect:
+class Collect(QuietSink):
     """A sink that records every verdict batch it is given (sizes and uids)."""
 
     name = "collect"
@@ -58,15 +59,6 @@ class Collect:
     def count(self) -> int:
         with self.lock:
             return len(self.uids)
-
-    def flush(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Feed:

@@ -8,12 +8,12 @@ samples and generated rows (NaN, +-inf, huge and negative values, every feature 
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_threads
 from feature_rows import sample_rows
 
 from sidecar.engines.base import EngineOutput
@@ -135,12 +135,7 @@ def test_threads_share_one_engine(ref: OnnxEngine, rows: np.ndarray) -> None:
             if not all(np.array_equal(a, b) for a, b in zip(_row(want, i), _outs(o), strict=True)):
                 errors.append(f"row {i}")
 
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in ts) and not errors
+    assert run_threads(work) and not errors
 
 
 def test_wrong_width_row_is_not_taken_by_the_one_row_path() -> None:

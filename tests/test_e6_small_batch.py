@@ -14,12 +14,12 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_threads
 from feature_rows import sample_rows
 
 from sidecar.engines import numpy_small
@@ -187,12 +187,7 @@ def test_outputs_owned_and_threads(rows: np.ndarray, big: NumpyEngine, small: Nu
             if not _same(small.run(rows[i : i + 1]), big.run(rows[i : i + 1])):
                 errors.append(i)
 
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in ts) and not errors
+    assert run_threads(work) and not errors
     now = (first.bin_logit, first.fam_logits, first.stage2_logit)
     assert all(np.array_equal(a, b) for a, b in zip(keep, now, strict=True))
     assert np.array_equal(want.bin_logit[:1], keep[0])

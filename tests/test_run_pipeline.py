@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import QuietSink
 from prometheus_client import generate_latest
 
 from sidecar.cli.score import DEFAULT_MODEL
@@ -47,7 +48,7 @@ class ReplayVerdicts:
         pass
 
 
-class SlowSink:
+class SlowSink(QuietSink):
     name = "slow"
 
     def __init__(self) -> None:
@@ -56,15 +57,6 @@ class SlowSink:
     def write(self, v: VerdictBatch) -> None:
         time.sleep(0.02)
         self.rows += v.flows["uid"].tolist()
-
-    def flush(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_verdicts_pass_through_and_back_pressure(scorer: Scorer, tmp_path: Path) -> None:
