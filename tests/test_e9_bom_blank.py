@@ -38,6 +38,7 @@ from test_e8_mutations import (
     _rows,
     _same_batches,
 )
+from test_e8_streams import _drain as drain
 
 from sidecar.errors import FormatDetectionError
 from sidecar.flow import FlowBatch
@@ -222,14 +223,10 @@ def test_flows_cli_auto_on_a_bom_file(shared: Path, tmp_path: Path, fmt: str, ba
 
 
 def _drain(fol: Any, limit: int = 100) -> list[bytes]:
-    out: list[bytes] = []
-    for _ in range(limit):
-        got = fol.poll()
-        if not got:
-            break
-        out.extend(got)
-        fol.commit()
-    return out
+    """Every line the follower has now (bounded), committed, in order."""
+    polls: list[list[bytes]] = []
+    drain(fol, polls, limit)
+    return [ln for p in polls for ln in p]
 
 
 def test_follow_drops_a_bom_at_offset_0_only(shared: Path, tmp_path: Path) -> None:
