@@ -39,6 +39,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "h256": {"epochs": 20, "hidden": (256, 64)},
     "h192x96": {"epochs": 20, "hidden": (192, 96)},
     "portbal": {"epochs": 20},  # + port de-biasing below
+    "th11": {"epochs": 20, "n_thresh": 11},  # finer stage-1 thermometer
+    "th15": {"epochs": 20, "n_thresh": 15},
 }
 PORT = FEATURE_NAMES.index("log_resp_port")
 

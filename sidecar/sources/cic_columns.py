@@ -5,6 +5,7 @@ other dialects' aliases, used by :mod:`sidecar.sources.cic_csv` to normalise any
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 #: Canonical (CSE-CIC-IDS2018) column names.
 CANONICAL: tuple[str, ...] = (
@@ -187,3 +188,14 @@ def canonical_name(raw: str) -> str:
     if s in ALIASES:
         return ALIASES[s]
     return _SNAKE.get(_snake(s), s)
+
+
+def unique_names(headers: list[str], namer: Callable[[str], str] = canonical_name) -> list[str]:
+    """Canonical names for a header row; a repeated name gets ``.1`` appended (as pandas does)."""
+    names: list[str] = []
+    for h in headers:
+        c = namer(h)
+        while c in names:
+            c += ".1"
+        names.append(c)
+    return names

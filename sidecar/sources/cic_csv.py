@@ -36,9 +36,9 @@ from sidecar.flow import FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import open_records
-from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name
+from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name, unique_names
 
-__all__ = ["ALIASES", "CANONICAL", "SOURCE", "canonical_name", "parse_ts", "read_path"]
+__all__ = ["ALIASES", "CANONICAL", "SOURCE", "build_batch", "canonical_name", "parse_ts", "read_path"]
 
 SOURCE = "cic-csv"
 _STRING_COLS = {"Flow ID", "Src IP", "Dst IP", "Timestamp", "Label"}
@@ -102,12 +102,7 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
             stats.skip("truncated-input", where=str(path), detail=str(e))
             return
         stats.ignored["header"] += 1
-        names: list[str] = []
-        for h in header_raw:
-            c = canonical_name(h)
-            while c in names:
-                c += ".1"
-            names.append(c)
+        names = unique_names(header_raw)
         pypi = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in header_raw)
         idx = {c: i for i, c in enumerate(names)}
         ncol = len(names)
@@ -185,18 +180,6 @@ def _build(
 ) -> FlowBatch:
     n = len(rows)
     mat = np.asarray([v for _, v, _ in rows], dtype=np.float64).reshape(n, len(num_idx))
-    pos = {names[i]: k for k, i in enumerate(num_idx)}
-
-    def num(col: str) -> np.ndarray:
-        k = pos.get(col)
-        return mat[:, k].copy() if k is not None else np.full(n, np.nan)
-
-    def port(col: str) -> np.ndarray:
-        k = pos.get(col)
-        if k is None:
-            return np.full(n, -1, dtype=np.int32)
-        a = mat[:, k]
-        return np.where((a >= 0) & (a <= 65535), a, -1).astype(np.int32)
 
     def sval(col: str) -> list[Any]:
         i = idx.get(col)
@@ -204,18 +187,58 @@ def _build(
             return [None] * n
         return [r[i].strip() or None for r, _, _ in rows]
 
-    proto_a = num("Protocol")
-    protos = [None if p != p else _PROTO.get(int(p), str(int(p))) for p in proto_a.tolist()]
     ts_i = idx.get("Timestamp")
     ts = [parse_ts(r[ts_i]) for r, _, _ in rows] if ts_i is not None else [math.nan] * n
     fid = sval("Flow ID")
     uid = [f if f is not None else f"{fname}:{ln}" for f, (_, _, ln) in zip(fid, rows, strict=True)]
+    label = [r[lab_i].strip() for r, _, _ in rows] if lab_i is not None else None
+    return build_batch(
+        {names[i]: mat[:, k] for k, i in enumerate(num_idx)},
+        n,
+        ts=np.asarray(ts, dtype=np.float64),
+        uid=uid,
+        orig_h=sval("Src IP"),
+        resp_h=sval("Dst IP"),
+        label=label,
+        pypi=pypi,
+    )
+
+
+def build_batch(
+    numeric: dict[str, np.ndarray],
+    n: int,
+    ts: np.ndarray,
+    uid: list[Any],
+    orig_h: list[Any],
+    resp_h: list[Any],
+    label: list[Any] | None,
+    pypi: bool = False,
+    source: str = SOURCE,
+) -> FlowBatch:
+    """The canonical batch from validated CIC values (shared by the CSV and Parquet readers).
+
+    ``numeric``: canonical CIC column name -> float64 values (finite; the caller has skipped
+    Infinity/NaN rows), in file order; columns absent from the file are missing (NaN / -1).
+    """
+
+    def num(col: str) -> np.ndarray:
+        a = numeric.get(col)
+        return a.copy() if a is not None else np.full(n, np.nan)
+
+    def port(col: str) -> np.ndarray:
+        a = numeric.get(col)
+        if a is None:
+            return np.full(n, -1, dtype=np.int32)
+        return np.where((a >= 0) & (a <= 65535), a, -1).astype(np.int32)
+
+    proto_a = num("Protocol")
+    protos = [None if p != p else _PROTO.get(int(p), str(int(p))) for p in proto_a.tolist()]
     cols: dict[str, Any] = {
-        "ts": np.asarray(ts, dtype=np.float64),
+        "ts": ts,
         "uid": uid,
-        "orig_h": sval("Src IP"),
+        "orig_h": orig_h,
         "orig_p": port("Src Port"),
-        "resp_h": sval("Dst IP"),
+        "resp_h": resp_h,
         "resp_p": port("Dst Port"),
         "proto": protos,
         "duration": num("Flow Duration") * 1e-6,
@@ -225,11 +248,10 @@ def _build(
         "resp_bytes": num("TotLen Bwd Pkts"),
     }
     skip = {"Src Port", "Dst Port", "Protocol", "Flow Duration"}
-    extra = {c: np.ascontiguousarray(mat[:, k]) for c, k in pos.items() if c not in skip}
+    extra = {c: np.ascontiguousarray(a) for c, a in numeric.items() if c not in skip}
     if pypi:
         _pypi_units(cols, extra, num, proto_a)
-    label = [r[lab_i].strip() for r, _, _ in rows] if lab_i is not None else None
-    return FlowBatch.from_columns(cols, SOURCE, n=n, label=label, extra=extra)
+    return FlowBatch.from_columns(cols, source, n=n, label=label, extra=extra)
 
 
 #: PyPI cicflowmeter columns in SECONDS; CSE-CIC-IDS2018 has them in microseconds.

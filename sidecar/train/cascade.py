@@ -58,15 +58,16 @@ def fit_cascade(
     hidden: tuple[int, ...] = bnn.HIDDEN,
     s2_hidden: tuple[int, int, int] = stage2.S2_HIDDEN,
     progress: bool = False,
+    n_thresh: int = bnn.N_THRESH,
 ) -> Cascade:
     """Train stage 1 on ``(X, y_fam)``, then stage 2 on the training rows stage 1 flags."""
     t0 = time.time()
     # thermometer quantiles from at most THERMO_SAMPLE rows (all rows of the shipped data set)
     if len(X) > THERMO_SAMPLE:
         pick = np.sort(np.random.default_rng(seed).choice(len(X), THERMO_SAMPLE, replace=False))
-        th = bnn.fit_thermometer(np.asarray(X[pick]))
+        th = bnn.fit_thermometer(np.asarray(X[pick]), n_thresh)
     else:
-        th = bnn.fit_thermometer(np.asarray(X))
+        th = bnn.fit_thermometer(np.asarray(X), n_thresh)
     model = bnn.train_model(X, y_fam, seed=seed, epochs=epochs, hidden=hidden, progress=progress, thermo=th)
     s1 = bnn.export_tower(model, th)
     logit = bnn.int_logits_chunked(s1, X)["bin_logit"]
@@ -76,6 +77,7 @@ def fit_cascade(
     yb = (y_fam != 0).astype(np.int64)
     info: dict[str, Any] = {
         "stage1_seconds": round(time.time() - t0, 1),
+        "thermometer_steps": n_thresh,
         "n_bits_s1": th.n_bits,
         "train_flagged": int(flagged.sum()),
         "train_flagged_benign": int((flagged & (yb == 0)).sum()),
@@ -203,6 +205,7 @@ def train_and_export(
     report: dict[str, Any] | None = None,
     progress: bool = False,
     extra_benign: np.ndarray | None = None,
+    n_thresh: int = bnn.N_THRESH,
 ) -> dict[str, Any]:
     """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics.
 
@@ -217,7 +220,7 @@ def train_and_export(
     if extra_benign is not None and n_extra:
         X_tr = np.concatenate([np.asarray(X_tr), np.asarray(extra_benign, dtype=np.float32)])
         y_tr = np.concatenate([y_tr, np.zeros(n_extra, dtype=y_tr.dtype)])
-    c = fit_cascade(X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress)
+    c = fit_cascade(X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh)
     pr = predict(c, X[idx_te])
     m = heldout_metrics(y[idx_te], pr)
     headline = {

@@ -1,6 +1,6 @@
 """Training data: every CIC CSV -> feature matrix + labels, with a per-file/per-label report.
 
-:func:`load_cic` reads each file through :func:`sidecar.sources.cic_csv.read_path` and
+:func:`load_cic` reads each file through :func:`read_cic` (the CSV or Parquet reader) and
 :func:`sidecar.features.schema.extract`, maps raw labels to families with
 :func:`sidecar.features.labels.family` (unknown labels are counted and dropped), then
 removes exact duplicates of (feature row, family) **before** any split, so no duplicate
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 
 from sidecar.features.labels import FAMILIES, family
 from sidecar.features.schema import FEATURE_NAMES, extract
+from sidecar.flow import FlowBatch
 from sidecar.sources.base import ReadStats
 from sidecar.sources.cic_csv import read_path
 
@@ -40,8 +41,31 @@ def default_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
     out += sorted((c18 / "variants" / "improved-2022").glob("*.csv.gz"))
     out += sorted((c18 / "secondary-cic-ids2017").glob("*.csv.gz"))
     out += sorted((r / "cic-ids2017-improved").glob("*.csv.gz"))
-    out += sorted((c18 / "more").glob("*/*.csv.gz"))  # original CSE-CIC-IDS2018 rows (CSV only)
+    out += sorted((c18 / "more").glob("*/*.csv.gz"))  # original CSE-CIC-IDS2018 rows
     return out
+
+
+def parquet_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
+    """The CSE-CIC-IDS2018 Parquet files of the shared layout (``train --parquet``; not in the default:
+    they have no destination port, and training on them was measured to hurt, see models/README.md)."""
+    more = Path(root) / "cic-ids2018" / "more"
+    return sorted(more.glob("*/*.parquet.gz")) + sorted(more.glob("*/*.parquet"))
+
+
+def user_paths(root: str | os.PathLike[str]) -> list[Path]:
+    """Every CICFlowMeter file under a user's folder (CSV, gzip CSV, Parquet), sorted."""
+    r = Path(root)
+    pats = ("*.csv", "*.csv.gz", "*.parquet", "*.parquet.gz")
+    return sorted({p for pat in pats for p in r.rglob(pat) if p.is_file()})
+
+
+def read_cic(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 65536) -> Iterator[FlowBatch]:
+    """One CIC file through the reader for its suffix: Parquet (``.parquet[.gz]``, needs pyarrow) or CSV."""
+    if Path(path).name.lower().endswith((".parquet", ".parquet.gz")):
+        from sidecar.sources.cic_parquet import read_path as read_parquet
+
+        return read_parquet(path, stats, batch_size=batch_size)
+    return read_path(path, stats, batch_size=batch_size)
 
 
 def dataset_of(path: str | os.PathLike[str]) -> str:
@@ -104,7 +128,7 @@ def load_table(paths: Iterable[str | os.PathLike[str]] | None = None) -> Table:
     for p in plist:
         stats = ReadStats()
         per: dict[str, dict[str, Any]] = {}
-        for batch in read_path(p, stats):
+        for batch in read_cic(p, stats):
             X = extract(batch)
             raw = list(batch.label) if batch.label is not None else [None] * len(batch)
             fams = [family(r) for r in raw]

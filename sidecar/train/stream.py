@@ -29,8 +29,8 @@ from tqdm import tqdm
 from sidecar.features.labels import FAMILIES, family
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.sources.base import ReadStats
-from sidecar.sources.cic_csv import read_path
 from sidecar.train.data import dataset_of, day_of
+from sidecar.train.data import read_cic as read_path
 
 log = logging.getLogger(__name__)
 
