@@ -42,20 +42,23 @@ def _inits() -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(MODEL)).graph.initializer}
 
 
-def test_stage2_is_a_real_stacked_model() -> None:
+def test_stage2_is_a_committee_member() -> None:
     inits = _inits()
     s2 = sorted(k for k in inits if k.startswith("s2.W") and k[4:].isdigit())
-    assert len(s2) == 4
-    # every s2 layer is ±1 except the score layer (stage 1's int8 head -> score bits, identity pass-through)
-    for k in s2:
-        vals = set(np.unique(inits[k]).tolist())
-        assert vals <= ({-1, 1} if k != "s2.W2" else set(range(-127, 128))), k
-    assert 0 in set(np.unique(inits["s2.W2"]).tolist())
-    # stage 2 is not a copy of stage 1: its own thermometer is finer and its head differs
-    assert len(inits["s2.thermo_thr"]) > len(inits["s1.thermo_thr"])
+    assert len(s2) == 2
+    for k in s2:  # every stage-2 hidden layer is ±1 with integer thresholds, as in stage 1
+        assert inits[k].dtype == np.int8 and set(np.unique(inits[k]).tolist()) <= {-1, 1}, k
+        assert inits["s2.T" + k[4:]].dtype == np.int32
+    # the same input code as stage 1, its own weights (another initialisation) and its own binary head
+    for k in ("thermo_feat", "thermo_thr", "nan_feat"):
+        assert np.array_equal(inits[f"s2.{k}"], inits[f"s1.{k}"]), k
+    assert inits["s2.W0"].shape == inits["s1.W0"].shape and not np.array_equal(inits["s2.W0"], inits["s1.W0"])
     assert inits["s2.Ws2"].shape[1] == 1 and not np.array_equal(inits["s2.Ws2"], inits["s1.Wbin"])
     m = onnx.load(str(MODEL))
     props = {p.key: p.value for p in m.metadata_props}
+    assert props["bnn.stage2"] == "committee"
+    # the member's verdict is its own screen: same threshold and no offset
+    assert float(props["bnn.threshold2"]) == float(props["bnn.threshold1"]) and float(props["bnn.s2_offset"]) == 0
     assert 0 < float(props["bnn.threshold1"]) < 1 and float(props["bnn.s2_scale"]) > 0
     metrics = json.loads(props["bnn.metrics"])
     assert 0 < metrics["fraction_to_stage2"] < 1

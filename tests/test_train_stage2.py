@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from sidecar.engines.load import load_engine  # noqa: E402
-from sidecar.engines.pack import pack_onnx  # noqa: E402
+from sidecar.engines.pack import load_pack, pack_onnx  # noqa: E402
+from sidecar.engines.reuse import plan_residual  # noqa: E402
 from sidecar.train import bnn, cascade, stage2  # noqa: E402
 from sidecar.train.data import load_cic  # noqa: E402
 
@@ -33,7 +34,8 @@ def trained(shared: Path) -> tuple[cascade.Cascade, np.ndarray, np.ndarray]:
     X, y, *_ = load_cic([shared / f for f in FILES])
     # keep it fast: every 3rd row
     X, y = X[::3], y[::3]
-    c = cascade.fit_cascade(X, y, seed=0, epochs=2, s2_epochs=2, hidden=(32, 16), s2_hidden=(8, 8, 4))
+    c = cascade.fit_cascade(X, y, seed=0, epochs=2, s2_epochs=2, hidden=(32, 16), s2_hidden=(8, 8, 4),
+                            stage2_kind="stacked")
     return c, X, y
 
 
@@ -73,6 +75,13 @@ def test_cascade_engines_bit_identical(trained: tuple[Any, ...], tmp_path: Path)
     model = tmp_path / "model.onnx"
     assert (tmp_path / "model.onnx.sha256").read_text().split()[0] == hashlib.sha256(blob).hexdigest()
     pack_onnx(model, tmp_path / "model.bnnpack.npz")
+    # the engines do not recompute stage 1 inside s2: the residual plan reads most of it from stage 1
+    p = load_pack(tmp_path / "model.bnnpack.npz")
+    res = plan_residual(p)
+    s2_bits = len(p["s2.thermo_feat"]) + len(p["s2.nan_feat"])
+    s2_units = sum(int(p[f"s2.T{i}"].shape[0]) for i in range(int(p["s2.n_layers"])))
+    new_units = sum(int(st.thr.shape[0]) for st in res.layers if st.thr is not None)
+    assert res.s1_levels and res.n_bits() < s2_bits / 2 and new_units < s2_units / 2
     a = load_engine(model, "onnx").run(X)
     b = load_engine(model, "numpy").run(X)
     for k in ("bin_logit", "fam_logits", "stage2_logit"):

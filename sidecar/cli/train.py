@@ -33,6 +33,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--stage2",
+        choices=("committee", "stacked"),
+        default="committee",
+        help="second stage: committee (default, the shipped model: a second BNN from another initialisation must "
+        "agree) or stacked (a BNN trained on what stage 1 flags, with its score as input)",
+    )
+    p.add_argument(
         "--thermometer-steps",
         type=int,
         default=7,
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = train_and_export(
         out, t.X, t.y, seed=args.seed, epochs=args.epochs, report=rep, progress=not args.no_progress, extra_benign=extra,
         n_thresh=args.thermometer_steps,
+        stage2_kind=args.stage2,
     )
     pack_onnx(out / "model.onnx", out / "model.bnnpack.npz")
     h = metrics["headline"]

@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 THRESHOLD1 = float(1.0 / (1.0 + np.exp(1.0)))
 #: thermometer quantiles are fitted on a random sample of this many rows when there are more
 THERMO_SAMPLE = 2_000_000
-#: share of the flagged training rows held back to calibrate stage 2's decision offset
+#: share of the flagged training rows held back to calibrate stage 2's decision offset (stacked)
 CALIBRATION_SHARE = 0.2
+#: stage 2 kinds: ``committee`` (default: a second BNN must agree) or ``stacked`` (sidecar.train.stage2)
+STAGE2_KINDS = ("committee", "stacked")
+#: the committee member's init seed is the training seed plus this
+COMMITTEE_SEED = 1
 
 
 @dataclass
@@ -59,8 +63,13 @@ def fit_cascade(
     s2_hidden: tuple[int, int, int] = stage2.S2_HIDDEN,
     progress: bool = False,
     n_thresh: int = bnn.N_THRESH,
+    stage2_kind: str = "committee",
 ) -> Cascade:
-    """Train stage 1 on ``(X, y_fam)``, then stage 2 on the training rows stage 1 flags."""
+    """Train stage 1 on ``(X, y_fam)``, then stage 2: by default (``committee``) a second BNN of the
+    same shape on the same rows from another initialisation, whose own screen must agree; with
+    ``stacked``, the stacked model of :mod:`sidecar.train.stage2` on the rows stage 1 flags."""
+    if stage2_kind not in STAGE2_KINDS:
+        raise ValueError(f"stage2_kind must be one of {STAGE2_KINDS}, got {stage2_kind!r}")
     t0 = time.time()
     # thermometer quantiles from at most THERMO_SAMPLE rows (all rows of the shipped data set)
     if len(X) > THERMO_SAMPLE:
@@ -82,6 +91,8 @@ def fit_cascade(
         "train_flagged": int(flagged.sum()),
         "train_flagged_benign": int((flagged & (yb == 0)).sum()),
     }
+    if stage2_kind == "committee":
+        return _fit_committee(X, y_fam, th, s1, seed, epochs, hidden, progress, info, t0)
     Xf, yf, lf = np.asarray(X[np.flatnonzero(flagged)]), yb[flagged], logit[flagged]
     cal = np.random.default_rng(seed).random(len(yf)) < CALIBRATION_SHARE
     inp = stage2.fit_inputs(s1, Xf[~cal], lf[~cal])
@@ -100,15 +111,57 @@ def fit_cascade(
     info["s2_sign_agreement"] = float(((ref >= 0) == (got >= 0)).mean()) if len(ref) else 1.0
     info["n_bits_s2"] = inp.thermo.n_bits
     info["seconds"] = round(time.time() - t0, 1)
-    meta = {
+    meta = _meta(s1, float(s2["s2_scale"]), repr(s2_offset), "0.5", "stacked")
+    return Cascade({"s1": s1, "s2": s2}, meta, info)
+
+
+def _meta(s1: dict[str, Any], s2_scale: float, s2_offset: str, threshold2: str, kind: str) -> dict[str, str]:
+    """The post-processing constants the scorer reads (``metadata_props``)."""
+    return {
         "bnn.families": json.dumps(list(FAMILIES)),
         "bnn.bin_scale": repr(float(s1["bin_scale"])),
         "bnn.bin_offset": "0.0",
-        "bnn.s2_scale": repr(float(s2["s2_scale"])),
-        "bnn.s2_offset": repr(s2_offset),
+        "bnn.s2_scale": repr(s2_scale),
+        "bnn.s2_offset": s2_offset,
         "bnn.threshold1": repr(THRESHOLD1),
-        "bnn.threshold2": "0.5",
+        "bnn.threshold2": threshold2,
+        "bnn.stage2": kind,
     }
+
+
+def _fit_committee(
+    X: np.ndarray,
+    y_fam: np.ndarray,
+    th: bnn.Thermometer,
+    s1: dict[str, Any],
+    seed: int,
+    epochs: int,
+    hidden: tuple[int, ...],
+    progress: bool,
+    info: dict[str, Any],
+    t0: float,
+) -> Cascade:
+    """Stage 2 = a committee member: the stage-1 recipe from init seed ``seed + COMMITTEE_SEED``.
+
+    Two BNNs fitted to the same rows agree on what the data pins down and disagree, each in its
+    own way, on records unlike any training row; flagging only what both flag removes much of
+    the second kind (measured in the model card). The member's tower keeps only its binary head
+    (contract head ``s2``); its verdict is its own screen, p2 >= THRESHOLD1.
+    """
+    m2 = bnn.train_model(X, y_fam, seed=seed + COMMITTEE_SEED, epochs=epochs, hidden=hidden, progress=progress,
+                         thermo=th)
+    t2 = bnn.export_tower(m2, th)
+    s2 = {k: t2[k] for k in ("thermo_feat", "thermo_thr", "nan_feat", "layers")}
+    s2 |= {"Ws2": t2["Wbin"], "bs2": t2["bbin"], "s2_scale": t2["bin_scale"]}
+    logit2 = bnn.int_logits_chunked(s2, X)["bin_logit"]
+    z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
+    both = (bnn.int_logits_chunked(s1, X)["bin_logit"] * s1["bin_scale"] >= z1) & (logit2 * t2["bin_scale"] >= z1)
+    info["stage2"] = "committee"
+    info["committee_seed"] = seed + COMMITTEE_SEED
+    info["train_flagged_by_both"] = int(both.sum())
+    info["train_flagged_benign_by_both"] = int((both & (y_fam == 0)).sum())
+    info["seconds"] = round(time.time() - t0, 1)
+    meta = _meta(s1, float(t2["bin_scale"]), "0.0", repr(THRESHOLD1), "committee")
     return Cascade({"s1": s1, "s2": s2}, meta, info)
 
 
@@ -206,6 +259,7 @@ def train_and_export(
     progress: bool = False,
     extra_benign: np.ndarray | None = None,
     n_thresh: int = bnn.N_THRESH,
+    stage2_kind: str = "committee",
 ) -> dict[str, Any]:
     """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics.
 
@@ -220,7 +274,10 @@ def train_and_export(
     if extra_benign is not None and n_extra:
         X_tr = np.concatenate([np.asarray(X_tr), np.asarray(extra_benign, dtype=np.float32)])
         y_tr = np.concatenate([y_tr, np.zeros(n_extra, dtype=y_tr.dtype)])
-    c = fit_cascade(X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh)
+    c = fit_cascade(
+        X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh,
+        stage2_kind=stage2_kind,
+    )
     pr = predict(c, X[idx_te])
     m = heldout_metrics(y[idx_te], pr)
     headline = {
