@@ -68,12 +68,17 @@ class TestSet(NamedTuple):
     y: np.ndarray
 
 
-def site_split(paths: list[Path], lab: list[Any]) -> tuple[np.ndarray, list[tuple[Path, Any]], list[Any]]:
+def site_split(
+    paths: list[Path], lab: list[Any], audited: bool = False
+) -> tuple[np.ndarray, list[tuple[Path, Any]], list[Any]]:
     """Benign records up to the median benign ts of each capture (training extras, packets only);
-    the test view of every Zeek capture (later benign + all attack records) and of the lab."""
+    the test view of every Zeek capture (later benign + all attack records) and of the lab.
+    ``audited``: records whose label the audit suspects (sidecar/train/label_audit.py) are left out of
+    both, so an operator's "vetted benign" extras hold no malware C&C traffic."""
     from common import read_all
 
     from sidecar.features.labels import zeek_family
+    from sidecar.train.label_audit import suspect_mask
 
     fam_idx = {f: i for i, f in enumerate(FAMILIES)}
     extras: list[np.ndarray] = []
@@ -82,6 +87,10 @@ def site_split(paths: list[Path], lab: list[Any]) -> tuple[np.ndarray, list[tupl
         b, _ = read_all(p)
         fams = [zeek_family(r) for r in b.label.tolist()]
         gt = np.array([f is not None for f in fams])
+        if audited:
+            cap = p.parent.relative_to(DATA_ROOT / "zeek-labeled").as_posix()
+            labels = np.asarray([str(v) for v in b.label.tolist()], dtype=object)
+            gt &= ~suspect_mask(cap, labels, np.asarray(b["resp_h"], dtype=object), np.asarray(b["resp_p"]))
         y = np.array([fam_idx.get(str(f), -1) for f in fams])
         X, ts = extract(b), np.asarray(b["ts"], dtype=np.float64)
         ben = gt & (y == 0)
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--networks", nargs="*", default=None, help="only these held-out networks")
     ap.add_argument("--protocol", choices=("lono", "site"), default="lono")
+    ap.add_argument("--audited", action="store_true",
+                    help="site protocol: leave the records whose label the audit suspects out of extras and tests")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -169,14 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.networks:
         nets = [n for n in nets if n in a.networks]
     lab = load_lab(LAB_DIR)
-    res: dict[str, Any] = {"epochs": a.epochs, "runs": []}
+    res: dict[str, Any] = {"epochs": a.epochs, "audited": a.audited, "runs": []}
     for seed in a.seeds:
         tr, te = split(t.y, seed)
         t0 = time.time()
         base = fit_cascade(t.X[tr], t.y[tr], seed=seed, epochs=a.epochs, s2_epochs=a.epochs)
         print(f"seed {seed}: cic-only model {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         if a.protocol == "site":
-            Xe, zeek_test, lab_test = site_split(paths, lab)
+            Xe, zeek_test, lab_test = site_split(paths, lab, audited=a.audited)
             X = np.concatenate([t.X[tr], Xe])
             y = np.concatenate([t.y[tr], np.zeros(len(Xe), dtype=t.y.dtype)])
             adapted = fit_cascade(X, y, seed=seed, epochs=a.epochs, s2_epochs=a.epochs)
