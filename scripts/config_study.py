@@ -34,16 +34,18 @@ from sidecar.train.cascade import fit_cascade, heldout_metrics, predict, split  
 from sidecar.train.data import DATA_ROOT, load_table, load_zeek_capture, zeek_labeled_paths  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "committee": {"epochs": 20},  # the shipped recipe (stage 2 = a second BNN that must agree)
-    # the previous shipped recipe (stacked stage 2) and the variants studied on top of it
-    "base": {"epochs": 20, "stage2_kind": "stacked"},
-    "ep40": {"epochs": 40, "s2_epochs": 40, "stage2_kind": "stacked"},
-    "h256": {"epochs": 20, "hidden": (256, 64), "stage2_kind": "stacked"},
-    "h192x96": {"epochs": 20, "hidden": (192, 96), "stage2_kind": "stacked"},
-    "portbal": {"epochs": 20, "stage2_kind": "stacked"},  # + port de-biasing below
+    "committee": {"epochs": 20},  # the shipped recipe: committee stage 2, 7 thermometer steps
+    "committee-th9": {"epochs": 20, "n_thresh": 9},
+    "committee-th11": {"epochs": 20, "n_thresh": 11},
+    "committee-th15": {"epochs": 20, "n_thresh": 15},
+    # the previous shipped recipe (stacked stage 2, 7 steps) and the variants studied on top of it
+    "base": {"epochs": 20, "stage2_kind": "stacked", "n_thresh": 7},
+    "ep40": {"epochs": 40, "s2_epochs": 40, "stage2_kind": "stacked", "n_thresh": 7},
+    "h256": {"epochs": 20, "hidden": (256, 64), "stage2_kind": "stacked", "n_thresh": 7},
+    "h192x96": {"epochs": 20, "hidden": (192, 96), "stage2_kind": "stacked", "n_thresh": 7},
+    "portbal": {"epochs": 20, "stage2_kind": "stacked", "n_thresh": 7},  # + port de-biasing below
     "th11": {"epochs": 20, "n_thresh": 11, "stage2_kind": "stacked"},  # finer stage-1 thermometer
     "th15": {"epochs": 20, "n_thresh": 15, "stage2_kind": "stacked"},
-    "committee-th15": {"epochs": 20, "n_thresh": 15},
 }
 PORT = FEATURE_NAMES.index("log_resp_port")
 

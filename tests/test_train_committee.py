@@ -84,3 +84,9 @@ def test_unknown_stage2_kind_is_refused(data: Any) -> None:
     X, y = data
     with pytest.raises(ValueError, match="stage2_kind"):
         cascade.fit_cascade(X[:10], y[:10], stage2_kind="boosted")
+
+
+def test_cli_default_thermometer_steps_is_the_training_default() -> None:
+    from sidecar.cli.train import bnn_n_thresh
+
+    assert bnn_n_thresh() == bnn.N_THRESH

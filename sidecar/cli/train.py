@@ -27,6 +27,11 @@ from sidecar.errors import ConfigError, InputError
 STREAM_ABOVE = 256 << 20
 
 
+def bnn_n_thresh() -> int:
+    """The training default (sidecar.train.bnn.N_THRESH) without importing torch for ``--help``."""
+    return 7
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="folder of CICFlowMeter CSVs")
     p.add_argument("--out", required=True, help="output folder (model.onnx, .sha256, .bnnpack.npz, reports)")
@@ -42,10 +47,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--thermometer-steps",
         type=int,
-        default=7,
+        default=bnn_n_thresh(),
         metavar="N",
-        help="quantile thresholds per feature in stage 1's input code (default 7, the shipped model; 15 raises "
-        "CIC family accuracy but also the benign FPR on real Zeek logs, see the model card)",
+        help="quantile thresholds per feature in the BNNs' input code (default 7, the shipped model; "
+        "see the model card's configuration study)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
