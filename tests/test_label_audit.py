@@ -58,3 +58,17 @@ def test_other_captures_and_labels_are_untouched(shared: Path) -> None:
         if name not in {s.capture for s in SUSPECTS}:
             assert not m.any(), name
         assert not (m & (lab != "Benign")).any(), name  # only records labelled Benign are ever suspect
+
+
+def test_training_loader_carries_the_audit(shared: Path) -> None:
+    # evaluate's Zeek protocol reads captures through load_zeek_capture; its suspect mask is the audit's
+    from sidecar.train.data import load_zeek_capture
+
+    n = {}
+    for name in ("iot-23/CTU-IoT-Malware-Capture-42-1", "iot-23/CTU-IoT-Malware-Capture-34-1",
+                 "iot-23/CTU-Honeypot-Capture-4-1"):
+        c = load_zeek_capture(shared / "zeek-labeled" / name / "conn.log.labeled.gz", shared)
+        assert c.suspect is not None and len(c.suspect) == len(c.y)
+        assert (c.y[c.suspect] == 0).all()  # only records labelled benign
+        n[name.split("-")[-2]] = int(c.suspect.sum())
+    assert n == {"42": 1947, "34": 65, "4": 0}

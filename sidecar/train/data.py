@@ -203,6 +203,7 @@ class Capture:
     labels: np.ndarray  # raw "Label/detail" strings
     no_packets: np.ndarray  # bool: orig_pkts == resp_pkts == 0 (Zeek saw no packet of the flow)
     dropped: int
+    suspect: np.ndarray | None = None  # bool: label suspected wrong (sidecar.train.label_audit), kept as is
 
 
 def zeek_labeled_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:
@@ -217,7 +218,10 @@ def load_zeek_capture(path: str | os.PathLike[str], root: str | os.PathLike[str]
 
     p = Path(path)
     fam_idx = {f: i for i, f in enumerate(FAMILIES)}
-    xs, ys, ls, zs = [], [], [], []
+    from sidecar.train.label_audit import suspect_mask
+
+    name = p.parent.relative_to(Path(root) / "zeek-labeled").as_posix() if root else p.parent.name
+    xs, ys, ls, zs, ss = [], [], [], [], []
     dropped = 0
     for batch in read_zeek(p, ReadStats()):
         raw = list(batch.label) if batch.label is not None else [None] * len(batch)
@@ -230,7 +234,9 @@ def load_zeek_capture(path: str | os.PathLike[str], root: str | os.PathLike[str]
         op = np.asarray(batch["orig_pkts"], dtype=np.float64)
         rp = np.asarray(batch["resp_pkts"], dtype=np.float64)
         zs.append(((op == 0) & (rp == 0))[keep])
-    name = p.parent.relative_to(Path(root) / "zeek-labeled").as_posix() if root else p.parent.name
+        raw_a = np.asarray([str(r) for r in raw], dtype=object)
+        sus = suspect_mask(name, raw_a, np.asarray(batch["resp_h"], dtype=object), np.asarray(batch["resp_p"]))
+        ss.append(sus[keep])
     F = len(FEATURE_NAMES)
     return Capture(
         name,
@@ -239,4 +245,5 @@ def load_zeek_capture(path: str | os.PathLike[str], root: str | os.PathLike[str]
         np.concatenate(ls) if ls else np.zeros(0, object),
         np.concatenate(zs) if zs else np.zeros(0, bool),
         dropped,
+        np.concatenate(ss) if ss else np.zeros(0, bool),
     )

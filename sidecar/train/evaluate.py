@@ -177,6 +177,7 @@ def run_zeek(model_path: Path, t: Table, cfg: Config, root: Path = DATA_ROOT) ->
     base = _baseline_preds(t.X, t.y, cfg)
     caps = []
     all_y: list[np.ndarray] = []
+    all_s: list[np.ndarray] = []
     all_p: dict[str, list[np.ndarray]] = {}
     for path in tqdm(zeek_labeled_paths(root), desc="zeek captures", disable=not cfg.progress):
         c = load_zeek_capture(path, root)
@@ -207,9 +208,11 @@ def run_zeek(model_path: Path, t: Table, cfg: Config, root: Path = DATA_ROOT) ->
             }
         )
         all_y.append(c.y)
+        all_s.append(c.suspect if c.suspect is not None else np.zeros(len(c.y), bool))
         for m, (pb, _, _) in preds.items():
             all_p.setdefault(m, []).append(pb)
     yy = np.concatenate(all_y) if all_y else np.zeros(0, np.int64)
+    sus = np.concatenate(all_s) if all_s else np.zeros(0, bool)
     by_family: dict[str, Any] = {}
     for m, parts in all_p.items():
         pb = np.concatenate(parts)
@@ -218,6 +221,10 @@ def run_zeek(model_path: Path, t: Table, cfg: Config, root: Path = DATA_ROOT) ->
             sel = yy == k
             if sel.any():
                 fam_rows[fam] = {"n": int(sel.sum()), "flagged": float(pb[sel].mean())}
+        # benign without the records whose label the audit suspects (sidecar/train/label_audit.py)
+        sel = (yy == 0) & ~sus
+        if sel.any() and sus.any():
+            fam_rows["benign (audited labels)"] = {"n": int(sel.sum()), "flagged": float(pb[sel].mean())}
         by_family[m] = fam_rows
     return {"captures": caps, "by_family": by_family, "note": "flagged = recall for attack families, FPR for benign"}
 
