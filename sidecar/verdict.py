@@ -25,8 +25,11 @@ STAGE_FORCED = 0  # not a model decision (tests, operator override)
 class VerdictBatch:
     """One verdict per flow of ``flows`` (same order, same length).
 
-    score: float64 in [0, 1], the BNN screen's malicious probability.
-    score2: float64 in [0, 1], the stage-2 probability, NaN where stage 2 did not run.
+    score: float64 in [0, 1], the BNN screen's malicious probability (flags at the model's
+        ``bnn.threshold1``, 0.269 for the shipped model).
+    score2: float64 in [0, 1], the stage-2 probability, NaN where stage 2 did not run; stage 2
+        agrees at the model's ``bnn.threshold2`` (the shipped committee member: its own screen
+        probability, same threshold as stage 1).
     malicious: bool, the final decision after the second stage.
     cls: object (str), family name (``benign``, ``scan``, ``bruteforce``, ``dos``,
         ``ddos``, ``web``, ``infiltration``, ``botnet``).
