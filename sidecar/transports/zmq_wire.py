@@ -64,7 +64,7 @@ FLOW_COLUMNS: tuple[Col, ...] = tuple(Col(f.name, _wire_of(f.dtype), f.doc) for 
 #: body ``verdict`` of ``verdicts`` messages (sidecar/verdict.py)
 VERDICT_COLUMNS: tuple[Col, ...] = (
     Col("score", "<f8", "BNN screen malicious probability"),
-    Col("score2", "<f8", "stage-2 probability, NaN where stage 2 did not run"),
+    Col("score2", "<f8", "stage-2 probability (agrees at the model's `bnn.threshold2`), NaN where stage 2 did not run"),
     Col("malicious", "|b1", "final decision"),
     Col("cls", STR, "family name"),
     Col("stage", "|i1", "deciding stage (0 forced, 1 screen, 2 cascade)"),
