@@ -190,6 +190,11 @@ def canonical_name(raw: str) -> str:
     return _SNAKE.get(_snake(s), s)
 
 
+def is_pypi_header(headers: list[str]) -> bool:
+    """The PyPI ``cicflowmeter`` dialect (snake_case names, its own units: see cic_csv._pypi_units)."""
+    return any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in headers)
+
+
 def unique_names(headers: list[str], namer: Callable[[str], str] = canonical_name) -> list[str]:
     """Canonical names for a header row; a repeated name gets ``.1`` appended (as pandas does)."""
     names: list[str] = []

@@ -36,7 +36,7 @@ from sidecar.flow import FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import open_records
-from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name, unique_names
+from sidecar.sources.cic_columns import ALIASES, CANONICAL, canonical_name, is_pypi_header, unique_names
 
 __all__ = ["ALIASES", "CANONICAL", "SOURCE", "build_batch", "canonical_name", "parse_ts", "read_path"]
 
@@ -103,7 +103,7 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
             return
         stats.ignored["header"] += 1
         names = unique_names(header_raw)
-        pypi = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in header_raw)
+        pypi = is_pypi_header(header_raw)
         idx = {c: i for i, c in enumerate(names)}
         ncol = len(names)
         num_idx = [i for i, c in enumerate(names) if c not in _STRING_COLS]

@@ -42,7 +42,7 @@ from sidecar.errors import InputError
 from sidecar.flow import FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
-from sidecar.sources.cic_columns import canonical_name, unique_names
+from sidecar.sources.cic_columns import canonical_name, is_pypi_header, unique_names
 from sidecar.sources.cic_csv import _BAD_NUM, _STRING_COLS, build_batch, parse_ts
 
 __all__ = ["PARQUET_ALIASES", "REQUIRED", "SOURCE", "read_path"]
@@ -129,7 +129,7 @@ def read_path(path: str | os.PathLike[str], stats: ReadStats, batch_size: int = 
             stats.skipped["missing-columns"] += n_rows
             log.warning("skipped %s: all %d rows (missing-columns): no %s", p, n_rows, ", ".join(lacking))
             return
-        pypi = any(h.strip() in ("flow_duration", "dst_port", "tot_fwd_pkts") for h in raw_names)
+        pypi = is_pypi_header(raw_names)
         row0 = 0
         batches = pf.iter_batches(batch_size=batch_size)
         while True:

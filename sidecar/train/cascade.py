@@ -92,7 +92,7 @@ def fit_cascade(
         "train_flagged_benign": int((flagged & (yb == 0)).sum()),
     }
     if stage2_kind == "committee":
-        return _fit_committee(X, y_fam, th, s1, seed, epochs, hidden, progress, info, t0)
+        return _fit_committee(X, y_fam, th, s1, flagged, seed, epochs, hidden, progress, info, t0)
     Xf, yf, lf = np.asarray(X[np.flatnonzero(flagged)]), yb[flagged], logit[flagged]
     cal = np.random.default_rng(seed).random(len(yf)) < CALIBRATION_SHARE
     inp = stage2.fit_inputs(s1, Xf[~cal], lf[~cal])
@@ -134,6 +134,7 @@ def _fit_committee(
     y_fam: np.ndarray,
     th: bnn.Thermometer,
     s1: dict[str, Any],
+    flagged: np.ndarray,
     seed: int,
     epochs: int,
     hidden: tuple[int, ...],
@@ -155,7 +156,7 @@ def _fit_committee(
     s2 |= {"Ws2": t2["Wbin"], "bs2": t2["bbin"], "s2_scale": t2["bin_scale"]}
     logit2 = bnn.int_logits_chunked(s2, X)["bin_logit"]
     z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
-    both = (bnn.int_logits_chunked(s1, X)["bin_logit"] * s1["bin_scale"] >= z1) & (logit2 * t2["bin_scale"] >= z1)
+    both = flagged & (logit2 * t2["bin_scale"] >= z1)  # ``flagged``: stage 1's screen on X, computed once
     info["stage2"] = "committee"
     info["committee_seed"] = seed + COMMITTEE_SEED
     info["train_flagged_by_both"] = int(both.sum())

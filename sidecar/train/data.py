@@ -203,7 +203,7 @@ class Capture:
     labels: np.ndarray  # raw "Label/detail" strings
     no_packets: np.ndarray  # bool: orig_pkts == resp_pkts == 0 (Zeek saw no packet of the flow)
     dropped: int
-    suspect: np.ndarray | None = None  # bool: label suspected wrong (sidecar.train.label_audit), kept as is
+    suspect: np.ndarray  # bool: label suspected wrong (sidecar.train.label_audit), kept as is
 
 
 def zeek_labeled_paths(root: str | os.PathLike[str] = DATA_ROOT) -> list[Path]:

@@ -208,7 +208,7 @@ def run_zeek(model_path: Path, t: Table, cfg: Config, root: Path = DATA_ROOT) ->
             }
         )
         all_y.append(c.y)
-        all_s.append(c.suspect if c.suspect is not None else np.zeros(len(c.y), bool))
+        all_s.append(c.suspect)
         for m, (pb, _, _) in preds.items():
             all_p.setdefault(m, []).append(pb)
     yy = np.concatenate(all_y) if all_y else np.zeros(0, np.int64)
