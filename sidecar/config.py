@@ -47,6 +47,11 @@ class SidecarSection:
     queue_batches: int = 64
     #: seconds between sink flush + checkpoint saves while running
     checkpoint_interval: float = 1.0
+    #: flood rule: flag a flow whose (orig_h, resp_h, resp_p, proto) had at least this many
+    #: records in its time bucket and the one before (0 = off); see sidecar/features/rate.py
+    rate_threshold: int = 50
+    #: flood rule: time bucket in seconds (the count covers one to two buckets)
+    rate_window_s: float = 1.0
 
 
 @dataclass
@@ -139,6 +144,10 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"sidecar.queue_batches must be >= 1, got {s.queue_batches}")
     if s.checkpoint_interval <= 0:
         raise ConfigError(f"sidecar.checkpoint_interval must be > 0, got {s.checkpoint_interval}")
+    if s.rate_threshold < 0:
+        raise ConfigError(f"sidecar.rate_threshold must be >= 0 (0 = off), got {s.rate_threshold}")
+    if not 0 < s.rate_window_s <= 3600:
+        raise ConfigError(f"sidecar.rate_window_s must be in (0, 3600], got {s.rate_window_s}")
     if cfg.metrics.listen:
         parse_listen(cfg.metrics.listen)
 

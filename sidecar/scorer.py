@@ -16,10 +16,13 @@ import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ModelError
+from sidecar.features.rate import RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
-from sidecar.verdict import STAGE_CASCADE, STAGE_SCREEN, VerdictBatch
+from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, STAGE_SCREEN, VerdictBatch
 
+#: family given to a flow that only the flood rule flagged (one client hammering one service)
+RATE_CLASS = "dos"
 #: largest bin_logit range for which the screen is a lookup table (the shipped model: a few hundred values)
 LUT_MAX = 1 << 20
 
@@ -64,6 +67,11 @@ class Scorer:
     model_id: str
     flagged: Counter[str] = field(default_factory=Counter)
     scored: int = 0
+    #: the flood rule beside the model (:mod:`sidecar.features.rate`); threshold 0 = off
+    rate: RateRule = field(default_factory=RateRule)
+    #: flows flagged by the flood rule alone (the model said benign)
+    rate_flagged: int = 0
+    _counter: RateCounter | None = field(default=None, repr=False)
     _lut: tuple[int, np.ndarray] | bool | None = field(default=None, repr=False)  # screen lookup table
 
     def post(self, out: EngineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -119,18 +127,33 @@ class Scorer:
                 self._lut = (int(b[0]), self._screen_float(np.arange(b[0], b[1] + 1, dtype=np.int64)))
         return self._lut if isinstance(self._lut, tuple) else None
 
+    def reset_rate(self) -> None:
+        """Forget the flood rule's counts (a new, unrelated input: another file, another capture)."""
+        self._counter = None
+
     def score(self, batch: FlowBatch) -> VerdictBatch:
         x = extract(batch)
         cascade = getattr(self.engine, "run_cascade", None)  # engines that can skip stage 2 per row
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
+        if self.rate.enabled:
+            if self._counter is None:
+                self._counter = RateCounter(self.rate.window_s)
+            hot = (self._counter.update(batch) >= self.rate.threshold) & ~mal
+            if hot.any():
+                mal = mal | hot
+                cls[hot] = RATE_CLASS
+                stage[hot] = STAGE_RATE
+                self.rate_flagged += int(hot.sum())
         self.scored += len(batch)
         self.flagged.update(cls[mal].tolist())
         return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
 
 
-def make_scorer(model_path: str | Path, engine: str = "onnx") -> Scorer:
-    """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`."""
+def make_scorer(model_path: str | Path, engine: str = "onnx", rate: RateRule | None = None) -> Scorer:
+    """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`.
+
+    ``rate``: the flood rule beside the model (default :class:`RateRule`, ``threshold=0`` turns it off)."""
     from sidecar.engines import load
 
     eng = load.load_engine(model_path, engine)
@@ -141,4 +164,4 @@ def make_scorer(model_path: str | Path, engine: str = "onnx") -> Scorer:
             f"{model_path}: model features {meta.features} do not match this sidecar's feature schema "
             f"{list(FEATURE_NAMES)}; retrain or upgrade"
         )
-    return Scorer(eng, meta, load.sha256_file(model_path)[:12])
+    return Scorer(eng, meta, load.sha256_file(model_path)[:12], rate=RateRule() if rate is None else rate)

@@ -70,6 +70,11 @@ def test_e2e_rows(result: dict[str, Any]) -> None:
     rows = result["e2e"]
     assert {r["engine"] for r in rows} == {"onnx", "numpy"}
     assert {r["format"] for r in rows} == {"zeek-tsv", "zeek-json", "eve"}
+    # with the flood rule as shipped and without it, same passes: every engine x input twice
+    from sidecar.features.rate import RateRule
+
+    assert sorted((r["engine"], r["input"], str(r["rate_rule"])) for r in rows) == sorted(
+        (r["engine"], r["input"], v) for r in rows for v in (str(RateRule().threshold), "off") if r["rate_rule"] == "off")
     for r in rows:
         assert r["flows"] > 0 and r["e2e_flows_per_s"] > 0 and r["ratio_vs_parse"] > 0
         assert r["verdict_bytes_per_pass"] > 100 * r["flows"]

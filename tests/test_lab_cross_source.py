@@ -45,12 +45,32 @@ def test_every_lab_record_is_scored_and_counted(tmp_path: Path) -> None:
     assert fam["benign"]["eve"]["n"] == labels["benign"]["counts"]["eve"]["benign"]
     assert sum(fam[f]["csv"]["n"] for f in fam) == sum(sum(c["counts"]["csv"].values()) for c in labels.values())
     # the Markdown renders and the doc block is replaced, not appended twice
-    md = cs.markdown({"model": "m", "model_sha256": "x", "engine": "onnx", "lab": res,
+    md = cs.markdown({"model": "m", "model_sha256": "x", "engine": "onnx", "rate_threshold": 50, "lab": res,
                       "cic": {k: {"families": {}} for k in ("CSE-CIC-IDS2018", "CIC-IDS2017-improved")}, "zeek": {}})
-    assert "| benign (FPR) |" in md and "dos-synflood" in md
+    assert "| benign (FPR) |" in md and "dos-synflood" in md and "What the flood rule adds" in md
     doc = tmp_path / "d.md"
     doc.write_text("intro\n")
     cs.write_doc(doc, md)
     cs.write_doc(doc, md)
     text = doc.read_text()
     assert text.startswith("intro\n") and text.count(cs.BEGIN) == 1 and text.count(cs.END) == 1
+
+
+def test_flood_rule_adds_to_the_model_only_where_a_client_hammers_one_service() -> None:
+    """The rule (sidecar/features/rate.py) lifts the lab's HTTP flood, which the model cannot see
+    per flow, and adds nothing on the lab's benign traffic; at threshold 0 it adds nothing at all."""
+    cs = _load("cross_source")
+    from sidecar.features.rate import RateRule
+    from sidecar.scorer import make_scorer
+
+    model = ROOT / "sidecar" / "data" / "model" / "bnn.onnx"
+    on = cs.eval_lab(make_scorer(model, rate=RateRule()), LAB)
+    off = cs.eval_lab(make_scorer(model, rate=RateRule(threshold=0)), LAB)
+    for src in ("eve", "csv"):
+        flood_on, flood_off = on["captures"]["dos-httpflood"][src], off["captures"]["dos-httpflood"][src]
+        lab = flood_on["dos-httpflood"]
+        assert lab["flagged_model"] == flood_off["dos-httpflood"]["flagged"]
+        assert lab["rate"] >= 0.8 > flood_off["dos-httpflood"]["rate"]
+        assert on["families"]["benign"][src]["flagged"] == off["families"]["benign"][src]["flagged"]
+        for f, d in off["families"].items():
+            assert d[src]["flagged"] == d[src]["flagged_model"], f

@@ -10,6 +10,11 @@ Scores, with the shipped model and the sidecar's own readers:
   these rows, so they are an in-distribution ceiling, not a held-out score);
 * the labelled real Zeek conn logs in ``shared/data/zeek-labeled`` (per capture, per label).
 
+Every file is scored as ``bnn-sidecar score`` scores it: in file order, in micro-batches of
+1024, with the flood rule (``sidecar/features/rate.py``) counting from zero for each file. The
+tables give the sidecar's verdicts (model + flood rule); one table separates what the model
+alone flags from what the rule adds.
+
 Prints the tables, writes JSON (``--json``) and replaces the generated section of
 ``docs/CROSS_SOURCE.md`` (between the ``cross_source.py`` markers).
 
@@ -32,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import LAB_DIR, MODEL, ROOT, SOURCES, counter_str, fmt_rate, load_lab, rate, read_all, shared_dir
 
 from sidecar.features.labels import family, zeek_family
+from sidecar.features.rate import RateRule
 from sidecar.scorer import Scorer, make_scorer
 from sidecar.train.label_audit import SUSPECTS, suspect_mask
+from sidecar.verdict import STAGE_RATE
 
 DOC = ROOT / "docs" / "CROSS_SOURCE.md"
 BEGIN, END = "<!-- BEGIN cross_source.py -->", "<!-- END cross_source.py -->"
@@ -41,36 +48,48 @@ TARGET_RECALL, TARGET_FPR = 0.9, 0.01
 ATTACK_FAMILIES = ("scan", "bruteforce", "dos", "ddos")
 
 
-def _score(scorer: Scorer, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+BATCH = 1024
+
+
+def _score(scorer: Scorer, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(malicious, class, flagged by the model itself) per record; one file, micro-batches in file order."""
     if len(batch) == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0, dtype=object)
-    v = scorer.score(batch)
-    return np.asarray(v.malicious, dtype=bool), np.asarray(v.cls, dtype=object)
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=object), np.zeros(0, dtype=bool)
+    scorer.reset_rate()
+    vs = [scorer.score(batch.take(np.arange(i, min(i + BATCH, len(batch))))) for i in range(0, len(batch), BATCH)]
+    mal = np.concatenate([v.malicious for v in vs]).astype(bool)
+    by_rule = np.concatenate([v.stage for v in vs]) == STAGE_RATE
+    return mal, np.concatenate([v.cls for v in vs]).astype(object), mal & ~by_rule
 
 
-def _cell(n: int, k: int, classes: Counter[str]) -> dict[str, Any]:
-    return {"n": n, "flagged": k, "rate": rate(k, n), "classes": dict(classes.most_common())}
+def _cell(n: int, k: int, classes: Counter[str], k_model: int) -> dict[str, Any]:
+    return {"n": n, "flagged": k, "rate": rate(k, n), "classes": dict(classes.most_common()),
+            "flagged_model": k_model, "rate_model": rate(k_model, n)}
 
 
 def eval_lab(scorer: Scorer, lab_dir: Path) -> dict[str, Any]:
     """Per capture and source: attack recall and benign FPR (labels by construction)."""
     per: dict[str, dict[str, Any]] = defaultdict(dict)
-    fam: dict[str, dict[str, list[int]]] = defaultdict(lambda: {s: [0, 0] for s in SOURCES})
+    fam: dict[str, dict[str, list[int]]] = defaultdict(lambda: {s: [0, 0, 0] for s in SOURCES})
     for ls in load_lab(lab_dir):
-        mal, cls = _score(scorer, ls.batch)
+        mal, cls, model = _score(scorer, ls.batch)
         cell: dict[str, Any] = {"records": len(ls.batch), "skipped": dict(ls.stats.skipped)}
         for lab in sorted(set(ls.labels.tolist())):
             m = ls.labels == lab
             n, k = int(m.sum()), int(mal[m].sum())
-            cell[lab] = _cell(n, k, Counter(cls[m & mal].tolist()))
+            cell[lab] = _cell(n, k, Counter(cls[m & mal].tolist()), int(model[m].sum()))
             f = "benign" if lab == "benign" else (ls.family if lab == ls.attack else "other")
             fam[f][ls.source][0] += n
             fam[f][ls.source][1] += k
+            fam[f][ls.source][2] += int(model[m].sum())
         per[ls.capture][ls.source] = cell
         per[ls.capture]["attack"] = ls.attack
         per[ls.capture]["family"] = ls.family
-    return {"captures": dict(per), "families": {f: {s: {"n": v[0], "flagged": v[1], "rate": rate(v[1], v[0])}
-                                                    for s, v in d.items()} for f, d in fam.items()}}
+    return {"captures": dict(per), "families": {f: {s: _pooled(v) for s, v in d.items()} for f, d in fam.items()}}
+
+
+def _pooled(v: list[int]) -> dict[str, Any]:
+    return {"n": v[0], "flagged": v[1], "rate": rate(v[1], v[0]), "flagged_model": v[2], "rate_model": rate(v[2], v[0])}
 
 
 def _cic_files(shared: Path) -> dict[str, list[Path]]:
@@ -85,21 +104,22 @@ def _cic_files(shared: Path) -> dict[str, list[Path]]:
 def eval_cic(scorer: Scorer, shared: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, files in _cic_files(shared).items():
-        agg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        agg: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         unknown = 0
         for p in files:
             batch, _ = read_all(p, "cic-csv")
             if len(batch) == 0 or batch.label is None:
                 continue
-            mal, _cls = _score(scorer, batch)
+            mal, _cls, model = _score(scorer, batch)
             fams = np.asarray([family(x) for x in batch.label.tolist()], dtype=object)
             unknown += int(sum(f is None for f in fams.tolist()))
             for f in set(fams.tolist()) - {None}:
                 m = fams == f
                 agg[f][0] += int(m.sum())
                 agg[f][1] += int(mal[m].sum())
+                agg[f][2] += int(model[m].sum())
         out[name] = {"files": [str(p.relative_to(shared)) for p in files], "unknown_label": unknown,
-                     "families": {f: {"n": v[0], "flagged": v[1], "rate": rate(v[1], v[0])} for f, v in sorted(agg.items())}}
+                     "families": {f: _pooled(v) for f, v in sorted(agg.items())}}
     return out
 
 
@@ -110,7 +130,7 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
         batch, stats = read_all(p)
         if len(batch) == 0 or batch.label is None:
             continue
-        mal, cls = _score(scorer, batch)
+        mal, cls, model = _score(scorer, batch)
         labels = np.asarray(batch.label.tolist(), dtype=object)
         # Zeek saw no packet of the flow (both counts logged as 0; a missing count is not 0)
         nopk = (batch["orig_pkts"] == 0) & (batch["resp_pkts"] == 0)
@@ -121,9 +141,10 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
         for lab in sorted(set(labels.tolist()), key=str):
             m = labels == lab
             n, k = int(m.sum()), int(mal[m].sum())
-            rows[str(lab)] = {"family": zeek_family(lab), **_cell(n, k, Counter(cls[m & mal].tolist())),
+            rows[str(lab)] = {"family": zeek_family(lab), **_cell(n, k, Counter(cls[m & mal].tolist()), int(model[m].sum())),
                               "n_with_packets": int((m & ~nopk).sum()), "flagged_with_packets": int((m & ~nopk & mal).sum()),
-                              "n_suspect": int((m & sus).sum()), "flagged_suspect": int((m & sus & mal).sum())}
+                              "n_suspect": int((m & sus).sum()), "flagged_suspect": int((m & sus & mal).sum()),
+                              "flagged_model_suspect": int((m & sus & model).sum())}
         out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows}
     return out
 
@@ -131,14 +152,16 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
 def zeek_families(z: dict[str, Any], with_packets: bool = False, audited: bool = False) -> dict[str, dict[str, Any]]:
     """Per family, pooled over captures; ``with_packets``: only records in which Zeek counted a packet;
     ``audited``: without the records whose label the audit suspects (sidecar/train/label_audit.py)."""
-    agg: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    agg: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     kn, kf = ("n_with_packets", "flagged_with_packets") if with_packets else ("n", "flagged")
     for cap in z.values():
         for row in cap["labels"].values():
             if row["family"] is not None:
                 agg[row["family"]][0] += row[kn] - (row.get("n_suspect", 0) if audited else 0)
                 agg[row["family"]][1] += row[kf] - (row.get("flagged_suspect", 0) if audited else 0)
-    return {f: {"n": v[0], "flagged": v[1], "rate": rate(v[1], v[0])} for f, v in sorted(agg.items())}
+                if not with_packets:  # the model-alone count is kept for whole labels only
+                    agg[row["family"]][2] += row["flagged_model"] - (row.get("flagged_model_suspect", 0) if audited else 0)
+    return {f: _pooled(v) for f, v in sorted(agg.items())}
 
 
 def _mark(r: float | None, benign: bool) -> str:
@@ -164,6 +187,20 @@ def markdown(res: dict[str, Any]) -> str:
                   cic["CSE-CIC-IDS2018"]["families"].get(f), cic["CIC-IDS2017-improved"]["families"].get(f), zf.get(f),
                   zp.get(f), za.get(f)):
             cells += ["0", "–"] if not d else [str(d["n"]), _mark(d["rate"], b)]
+        L.append(f"| {f} {'(FPR)' if b else '(recall)'} | " + " | ".join(cells) + " |")
+    L += ["", f"### What the flood rule adds (threshold {res['rate_threshold']} records, 0 = off)", "",
+          "Model alone → model + flood rule (the sidecar's verdict, the table above). The rule flags a flow whose "
+          "client sent that many records to the same service (resp_h, resp_p, proto) in its 1-s bucket and the one "
+          "before (`sidecar/features/rate.py`).", "",
+          "| family | lab eve | lab CSV | CIC-IDS2018 | CIC-IDS2017 impr. | Zeek labelled | Zeek, audited labels |",
+          "|---|---|---|---|---|---|---|"]
+    for f in ("benign", *ATTACK_FAMILIES):
+        b = f == "benign"
+        cells = []
+        for d in (lab["families"].get(f, {}).get("eve"), lab["families"].get(f, {}).get("csv"),
+                  cic["CSE-CIC-IDS2018"]["families"].get(f), cic["CIC-IDS2017-improved"]["families"].get(f), zf.get(f),
+                  za.get(f)):
+            cells.append("–" if not d else f"{fmt_rate(d.get('rate_model'))} → {_mark(d['rate'], b)}")
         L.append(f"| {f} {'(FPR)' if b else '(recall)'} | " + " | ".join(cells) + " |")
     L += ["", "### Lab, per attack (recall) and benign (FPR), per input source", "",
           "| capture | label | eve n | eve rate | eve flagged as | CSV n | CSV rate | CSV flagged as |", "|---|---|---|---|---|---|---|---|"]
@@ -213,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=LAB_DIR / "cross_source.json")
     ap.add_argument("--doc", type=Path, default=DOC)
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write JSON or the doc")
+    ap.add_argument("--rate-threshold", type=int, default=RateRule.threshold, help="flood rule threshold, 0 = off")
     a = ap.parse_args(argv)
-    scorer = make_scorer(a.model, a.engine)
+    scorer = make_scorer(a.model, a.engine, RateRule(a.rate_threshold))
     res: dict[str, Any] = {"model": str(a.model.relative_to(ROOT)) if a.model.is_relative_to(ROOT) else str(a.model),
-                           "model_sha256": scorer.model_id, "engine": a.engine,
+                           "model_sha256": scorer.model_id, "engine": a.engine, "rate_threshold": a.rate_threshold,
                            "lab": eval_lab(scorer, a.lab_dir)}
     res["cic"] = eval_cic(scorer, a.shared) if (a.shared / "cic-ids2018").is_dir() else {}
     res["zeek"] = eval_zeek(scorer, a.shared) if (a.shared / "zeek-labeled").is_dir() else {}

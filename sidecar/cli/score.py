@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
+from sidecar.features.rate import RateRule
 from sidecar.jsonlines import score_to_json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
@@ -39,6 +40,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1024, help="records per micro-batch")
     p.add_argument("--batch-ms", type=float, default=50.0,
                    help="with --follow: a micro-batch closes this many ms after its first record")
+    p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
+                   help="flood rule: flag a flow when its client sent N or more records to the same service "
+                        "(resp_h, resp_p, proto) within 1-2 time buckets; 0 = off (default %(default)s)")
+    p.add_argument("--rate-window", type=float, default=RateRule.window_s, metavar="SECONDS",
+                   help="flood rule: time bucket in seconds; the count covers 1-2 buckets (default %(default)s)")
     p.add_argument("--follow", action="store_true", help="follow one growing conn.log/eve.json (rotation-safe)")
     p.add_argument("--checkpoint", help="with --follow: checkpoint file (resume after a restart)")
     p.add_argument("--poll-ms", type=int, default=200, help="with --follow: milliseconds between polls when idle")
@@ -49,7 +55,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sidecar.scorer import make_scorer
 
-    scorer = make_scorer(args.model, args.engine)
+    if args.rate_threshold < 0 or not args.rate_window > 0:
+        log.error("--rate-threshold must be >= 0 and --rate-window > 0")
+        return 2
+    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window))
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     dt = time.perf_counter() - t0
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
+               "flagged_by_rate_rule": scorer.rate_flagged,
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
     return 1 if scorer.scored == 0 else 0
