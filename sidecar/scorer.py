@@ -71,7 +71,9 @@ class Scorer:
     rate: RateRule = field(default_factory=RateRule)
     #: flows flagged by the flood rule alone (the model said benign)
     rate_flagged: int = 0
-    _counter: RateCounter | None = field(default=None, repr=False)
+    #: one flood-rule counter per source tag (``FlowBatch.source``): Zeek and Suricata watching the
+    #: same link report every flow twice, so their records are not counted together
+    _counters: dict[str, RateCounter] = field(default_factory=dict, repr=False)
     _lut: tuple[int, np.ndarray] | bool | None = field(default=None, repr=False)  # screen lookup table
 
     def post(self, out: EngineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -129,7 +131,7 @@ class Scorer:
 
     def reset_rate(self) -> None:
         """Forget the flood rule's counts (a new, unrelated input: another file, another capture)."""
-        self._counter = None
+        self._counters.clear()
 
     def score(self, batch: FlowBatch) -> VerdictBatch:
         x = extract(batch)
@@ -137,9 +139,10 @@ class Scorer:
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
         if self.rate.enabled:
-            if self._counter is None:
-                self._counter = RateCounter(self.rate.window_s)
-            hot = (self._counter.update(batch) >= self.rate.threshold) & ~mal
+            counter = self._counters.get(batch.source)
+            if counter is None:
+                counter = self._counters[batch.source] = RateCounter(self.rate.window_s)
+            hot = (counter.update(batch) >= self.rate.threshold) & ~mal
             if hot.any():
                 mal = mal | hot
                 cls[hot] = RATE_CLASS

@@ -172,3 +172,17 @@ def test_score_cli_reports_and_switches_the_rule(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "score", "--input", str(flood), "--out", "-",
                         "--rate-threshold", "-3"], capture_output=True, timeout=300, cwd=REPO)
     assert r.returncode == 2 and b"--rate-threshold" in r.stderr
+
+
+def test_each_source_counts_alone(mirai: FlowBatch) -> None:
+    """Zeek and Suricata on the same link report every flow twice: the rule must not add them up."""
+    part = mirai.take(np.arange(8192))
+    alone = make_scorer(MODEL, "onnx")
+    want = np.concatenate([alone.score(c).stage for c in _chunks(part, 1024)])
+    both = make_scorer(MODEL, "onnx")
+    got = []
+    for c in _chunks(part, 1024):
+        got.append(both.score(c).stage)
+        both.score(FlowBatch(dict(c.cols), "eve", c.label))  # the same flows, as the other sensor saw them
+    assert (want == STAGE_RATE).sum() > 1000
+    np.testing.assert_array_equal(np.concatenate(got), want)

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from sidecar.errors import SidecarError
+from sidecar.features.rate import RateRule
 from sidecar.transports.zmq_flow import ZmqFlowSource, ZmqVerdictSink
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-secret", default="", help="this worker's .key_secret (optional)")
     p.add_argument("--curve-ship-key", default="", help="ship's public .key (enables CURVE to ship)")
     p.add_argument("--curve-collector-key", default="", help="collector's public .key (enables CURVE to the collector)")
+    p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
+                   help="flood rule threshold (0 = off); it counts only the records this worker receives")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -47,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sidecar.scorer import make_scorer
 
+    if args.rate_threshold < 0:
+        log.error("--rate-threshold must be >= 0")
+        return 2
     try:
-        scorer = make_scorer(args.model, args.engine)
+        scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold))
         src = ZmqFlowSource(args.pull, hwm=args.hwm, rejects=args.push, curve_secret=args.curve_secret,
                             curve_server=args.curve_ship_key, curve_rejects_server=args.curve_collector_key)
         sink = ZmqVerdictSink(args.push, curve_secret=args.curve_secret, curve_server=args.curve_collector_key)
