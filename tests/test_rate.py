@@ -186,3 +186,33 @@ def test_each_source_counts_alone(mirai: FlowBatch) -> None:
         both.score(FlowBatch(dict(c.cols), "eve", c.label))  # the same flows, as the other sensor saw them
     assert (want == STAGE_RATE).sum() > 1000
     np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def test_sinks_name_the_flood_rule(mirai: FlowBatch, tmp_path: Path) -> None:
+    """Operators suppress or threshold the rule apart from the model: its own notice and signature."""
+    from sidecar.sinks.eve_alert import SID_BASE, EveAlertSink
+    from sidecar.sinks.notice_log import NoticeLogSink
+
+    sc = make_scorer(MODEL, "onnx")
+    vs = [sc.score(c) for c in _chunks(mirai.take(np.arange(8192)), 1024)]
+    notice = NoticeLogSink(tmp_path / "notice.log", fmt="json", suppress_for=0.0)
+    eve = EveAlertSink(tmp_path / "eve.json")
+    for v in vs:
+        notice.write(v)
+        eve.write(v)
+    notice.close()
+    eve.close()
+    stage = {u: s for v in vs for u, s in zip(v.flows["uid"][v.malicious], v.stage[v.malicious].tolist(), strict=True)}
+    rows = [orjson.loads(x) for x in (tmp_path / "notice.log").read_bytes().splitlines()]
+    alerts = [orjson.loads(x) for x in (tmp_path / "eve.json").read_bytes().splitlines()]
+    assert len(alerts) == len(stage) and list(stage.values()).count(STAGE_RATE) > 1000
+    assert len(rows) > 0.9 * len(stage)  # the rest: out-of-order timestamps inside the suppression rule
+    for r in rows:
+        flood = stage[r["uid"]] == STAGE_RATE
+        assert r["note"] == ("BNN::Flood" if flood else "BNN::Malicious_Flow")
+        assert r["msg"].startswith("flood rule flagged" if flood else "BNN flagged")
+    assert {r["note"] for r in rows} == {"BNN::Flood", "BNN::Malicious_Flow"}
+    for a in alerts:
+        flood = stage[a["bnn"]["uid"]] == STAGE_RATE
+        assert (a["alert"]["signature_id"] == SID_BASE + 50) == flood
+        assert ("rate rule" in a["alert"]["signature"]) == flood

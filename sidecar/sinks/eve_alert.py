@@ -38,7 +38,10 @@ Signature ids: the sink owns the range ``sid_base`` .. ``sid_base + 99``, by def
 use). ``sid_base + i`` where ``i`` is the family's index in
 :data:`sidecar.features.labels.FAMILIES` (9100000 benign, 9100001 scan,
 9100002 bruteforce, 9100003 dos, 9100004 ddos, 9100005 web, 9100006 infiltration,
-9100007 botnet); ``sid_base + 99`` for a class not in ``FAMILIES``.
+9100007 botnet); ``sid_base + 50`` (9100050) for a flow only the flood rule flagged
+(``stage`` 3, signature ``BNN-SIDECAR dos flood (stage 3, rate rule)``), so it can be
+suppressed or thresholded apart from the model's verdicts; ``sid_base + 99`` for a class
+not in ``FAMILIES``.
 """
 
 from __future__ import annotations
@@ -53,12 +56,14 @@ import numpy as np
 import orjson
 
 from sidecar.features.labels import FAMILIES
-from sidecar.verdict import VerdictBatch
+from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, VerdictBatch
 
 SID_BASE = 9_100_000
 #: Ethernet header bytes per packet (eve byte counts include it; see sidecar/sources/eve.py)
 ETH_HDR = 14
 SID_UNKNOWN_OFFSET = 99
+#: the flood rule's own signature (stage 3: the model said benign, the rate rule flagged it)
+SID_RATE_OFFSET = 50
 FLOW_ID_BITS = 51
 _FLOW_ID_MASK = (1 << FLOW_ID_BITS) - 1
 
@@ -121,7 +126,9 @@ class EveAlertSink:
         self.written = 0
         self._fh: IO[bytes] | None = open(self.path, "ab")  # noqa: SIM115 - long-lived handle
 
-    def signature_id(self, cls: str) -> int:
+    def signature_id(self, cls: str, stage: int = STAGE_CASCADE) -> int:
+        if stage == STAGE_RATE:
+            return self.sid_base + SID_RATE_OFFSET
         try:
             return self.sid_base + FAMILIES.index(cls)
         except ValueError:
@@ -173,9 +180,10 @@ class EveAlertSink:
             ev["alert"] = {
                 "action": self.action,
                 "gid": self.gid,
-                "signature_id": self.signature_id(c),
+                "signature_id": self.signature_id(c, stage[i]),
                 "rev": 1,
-                "signature": f"BNN-SIDECAR {c} flow (stage {stage[i]})",
+                "signature": (f"BNN-SIDECAR {c} flood (stage {STAGE_RATE}, rate rule)" if stage[i] == STAGE_RATE
+                              else f"BNN-SIDECAR {c} flow (stage {stage[i]})"),
                 "category": category,
                 "severity": severity,
             }

@@ -4,7 +4,9 @@ The TSV layout is exactly Zeek 9's ASCII writer for ``Notice::LOG`` (header, fie
 list, types, ``-`` for unset, ``(empty)`` for empty sets, ``#close`` at the end), so
 ``zeek-cut`` and every Zeek log tool read it. Suppression follows the notice
 framework: the identifier ``"<orig_h>-<class>"`` is noticed at most once per
-``suppress_for`` seconds, measured on the record timestamps.
+``suppress_for`` seconds, measured on the record timestamps. A flow only the flood rule
+flagged (``stage`` 3) is noted as ``BNN::Flood`` (``flood_note``), the model's verdicts as
+``BNN::Malicious_Flow`` (``note``), as the Zeek package raises them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from sidecar.verdict import VerdictBatch
+from sidecar.verdict import STAGE_RATE, VerdictBatch
 
 #: Zeek 9.1 ``notice.log`` columns and types (from the 9.1.0-dev btest baselines).
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -115,6 +117,7 @@ class NoticeLogSink:
         note: str = "BNN::Malicious_Flow",
         only_malicious: bool = True,
         suppress_max: int = 100_000,
+        flood_note: str = "BNN::Flood",
     ) -> None:
         if fmt not in ("tsv", "json"):
             raise ValueError(f"fmt must be 'tsv' or 'json', not {fmt!r}")
@@ -123,6 +126,8 @@ class NoticeLogSink:
         self.fmt = fmt
         self.suppress_for = float(suppress_for)
         self.note = note
+        #: note of a flow only the flood rule flagged (``stage`` 3), as the Zeek package raises it
+        self.flood_note = flood_note
         self.only_malicious = only_malicious
         self.stats: Counter[str] = Counter()
         self._suppressed_until: dict[str, float] = {}
@@ -213,8 +218,9 @@ class NoticeLogSink:
                 "id.resp_h": c["resp_h"][i],
                 "id.resp_p": c["resp_p"][i],
                 "proto": c["proto"][i],
-                "note": self.note,
-                "msg": f"BNN flagged flow as {cls} (score {c['score'][i]:.3f})",
+                "note": self.flood_note if c["stage"][i] == STAGE_RATE else self.note,
+                "msg": (f"flood rule flagged flow as {cls} (model score {c['score'][i]:.3f})"
+                        if c["stage"][i] == STAGE_RATE else f"BNN flagged flow as {cls} (score {c['score'][i]:.3f})"),
                 "sub": f"stage={c['stage'][i]} score2={s2txt} model={verdicts.model}",
                 "src": oh,
                 "dst": c["resp_h"][i],

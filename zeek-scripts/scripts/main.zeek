@@ -22,6 +22,10 @@ export {
 	redef enum Notice::Type += {
 		## The sidecar's model (and its second stage) flagged this connection.
 		Malicious_Flow,
+		## The sidecar's flood rule flagged this connection (stage 3): its
+		## originator sent many connections to the same service within
+		## 1-2 s; the model alone called it benign.
+		Flood,
 	};
 
 	## The wire layout the sidecar decodes. Fixed on purpose: packages that add
@@ -238,10 +242,18 @@ event zeek_done()
 event BNN::verdict(uid: string, id: conn_id, score: double, cls: string,
     stage: count, model: string)
 	{
-	NOTICE([$note=Malicious_Flow, $uid=uid, $id=id, $msg=fmt(
-	    "BNN flagged flow as %s (score %.3f)", cls, score), $sub=fmt(
-	    "stage=%d model=%s", stage, model), $identifier=cat(id$orig_h, "-",
-	    cls), $suppress_for=notice_suppress]);
+	if ( stage == 3 )
+		NOTICE([$note=Flood, $uid=uid, $id=id, $msg=fmt(
+		    "flood rule flagged flow as %s (model score %.3f)", cls,
+		    score), $sub=fmt("stage=%d model=%s", stage, model),
+		    $identifier=cat(id$orig_h, "-", cls),
+		    $suppress_for=notice_suppress]);
+	else
+		NOTICE([$note=Malicious_Flow, $uid=uid, $id=id, $msg=fmt(
+		    "BNN flagged flow as %s (score %.3f)", cls, score),
+		    $sub=fmt("stage=%d model=%s", stage, model),
+		    $identifier=cat(id$orig_h, "-", cls),
+		    $suppress_for=notice_suppress]);
 
 	if ( enable_drop && id$orig_h !in never_block )
 		NetControl::drop_address(id$orig_h, drop_duration);
