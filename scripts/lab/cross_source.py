@@ -145,8 +145,26 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
                               "n_with_packets": int((m & ~nopk).sum()), "flagged_with_packets": int((m & ~nopk & mal).sum()),
                               "n_suspect": int((m & sus).sum()), "flagged_suspect": int((m & sus & mal).sum()),
                               "flagged_model_suspect": int((m & sus & model).sum())}
-        out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows}
+        fams = np.asarray([zeek_family(x) for x in labels.tolist()], dtype=object)
+        out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows,
+                                                "outcomes": _outcomes(batch, fams, sus, model)}
     return out
+
+
+NO_ANSWER = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
+
+
+def _outcomes(batch: Any, fams: np.ndarray, sus: np.ndarray, model: np.ndarray) -> dict[str, dict[str, list[int]]]:
+    """Benign (audited labels) and scan records by connection outcome: [n, flagged by the model alone]."""
+    ob, rb = np.nan_to_num(batch["orig_bytes"]), np.nan_to_num(batch["resp_bytes"])
+    out: dict[str, dict[str, list[int]]] = {"benign": defaultdict(lambda: [0, 0]), "scan": defaultdict(lambda: [0, 0])}
+    for f, sel in (("benign", (fams == "benign") & ~sus), ("scan", fams == "scan")):
+        for i in np.flatnonzero(sel):
+            cs, pr = batch["conn_state"][i], batch["proto"][i]
+            kind = f"{pr} {cs}, no payload" if cs in NO_ANSWER and ob[i] == 0 and rb[i] == 0 else f"{pr}, other"
+            out[f][kind][0] += 1
+            out[f][kind][1] += int(model[i])
+    return {f: dict(d) for f, d in out.items()}
 
 
 def zeek_families(z: dict[str, Any], with_packets: bool = False, audited: bool = False) -> dict[str, dict[str, Any]]:
@@ -202,6 +220,7 @@ def markdown(res: dict[str, Any]) -> str:
                   za.get(f)):
             cells.append("–" if not d else f"{fmt_rate(d.get('rate_model'))} → {_mark(d['rate'], b)}")
         L.append(f"| {f} {'(FPR)' if b else '(recall)'} | " + " | ".join(cells) + " |")
+    L += _outcome_table(zk)
     L += ["", "### Lab, per attack (recall) and benign (FPR), per input source", "",
           "| capture | label | eve n | eve rate | eve flagged as | CSV n | CSV rate | CSV flagged as |", "|---|---|---|---|---|---|---|---|"]
     for cap, d in lab["captures"].items():
@@ -227,6 +246,31 @@ def markdown(res: dict[str, Any]) -> str:
     L += [f"* `{s.capture}`, label `{s.label}`, responder {s.resp_h}" + (f":{s.resp_p}" if s.resp_p else "")
           + f": {s.why}." for s in SUSPECTS]
     return "\n".join(L) + "\n"
+
+
+def _outcome_table(zk: dict[str, Any]) -> list[str]:
+    agg: dict[str, dict[str, list[int]]] = {"benign": defaultdict(lambda: [0, 0]), "scan": defaultdict(lambda: [0, 0])}
+    for cap in zk.values():
+        for f, d in cap.get("outcomes", {}).items():
+            for kind, (n, k) in d.items():
+                agg[f][kind][0] += n
+                agg[f][kind][1] += k
+    nb, ns = sum(v[0] for v in agg["benign"].values()), sum(v[0] for v in agg["scan"].values())
+    if not nb or not ns:
+        return []
+    L = ["", "### Labelled Zeek records by connection outcome: where a per-flow model must fail", "",
+         "Benign (audited labels) and scan records by `proto` and `conn_state`; \"no payload\" = no byte either way "
+         "in a connection that was never answered or never completed. Flagged = by the model alone.", "",
+         "| outcome | benign n | share of benign | benign flagged | scan n | share of scans | scans flagged |",
+         "|---|---|---|---|---|---|---|"]
+    kinds = sorted(set(agg["benign"]) | set(agg["scan"]), key=lambda k: -(agg["benign"].get(k, [0])[0] + agg["scan"].get(k, [0])[0]))
+    for kind in kinds:
+        b, s = agg["benign"].get(kind, [0, 0]), agg["scan"].get(kind, [0, 0])
+        if b[0] + s[0] < 20:
+            continue
+        L.append(f"| {kind} | {b[0]} | {b[0] / nb:.4f} | {fmt_rate(rate(b[1], b[0]))} | {s[0]} | {s[0] / ns:.3f} | "
+                 f"{fmt_rate(rate(s[1], s[0]))} |")
+    return L
 
 
 def write_doc(doc: Path, md: str, begin: str = BEGIN, end: str = END) -> None:

@@ -83,7 +83,7 @@ def _text_hash(col: np.ndarray) -> np.ndarray:
 #: text -> its :func:`_text_hash`, for the addresses seen lately (a network has far fewer
 #: addresses than flows); cleared when full, so memory stays bounded
 _CACHE: dict[object, int] = {}
-_CACHE_MAX = 1 << 16
+_CACHE_MAX = 1 << 14
 
 
 def _cached_text_hash(col: np.ndarray) -> np.ndarray:
