@@ -21,6 +21,10 @@ lab attack captures are separate pcaps). One ``benign`` model per seed, against 
 
     .venv/bin/python scripts/benign_study.py --seeds 0 1 --epochs 20 --out /tmp/benign-study
     .venv/bin/python scripts/benign_study.py --protocol site --seeds 0 1 --out /tmp/benign-site
+
+``--extras-weight W`` repeats the extras W times in training (site protocol); ``--thresholds T...``
+also scores the adapted committee at other thresholds (both members at T; the shipped threshold is
+0.269) and writes a sweep table: where the benign FPR on the later traffic moves against scan recall.
 """
 
 from __future__ import annotations
@@ -139,6 +143,21 @@ def score(c: Cascade, t: Any, te: np.ndarray, zeek: list[tuple[Path, Any]], lab:
     return out
 
 
+def sweep(c: Cascade, zeek: list[tuple[Path, Any]], thresholds: list[float]) -> list[dict[str, Any]]:
+    """Pooled Zeek benign FPR / scan / botnet recall when both committee members flag at ``th``."""
+    ps = [(predict(c, cap.X), cap.y) for _, cap in zeek]
+    out = []
+    for th in thresholds:
+        row: dict[str, Any] = {"threshold": th}
+        for fam in ("benign", "scan", "botnet"):
+            fi = FAMILIES.index(fam)
+            n = sum(int((y == fi).sum()) for _, y in ps)
+            k = sum(int(((p["p1"] >= th) & (p["p2"] >= th))[y == fi].sum()) for p, y in ps)
+            row[fam] = rate(k, n)
+        out.append(row)
+    return out
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [
         "| seed | held-out network | model | CIC acc | Zeek benign FPR (n) | Zeek attack recall | lab eve benign FPR | "
@@ -159,6 +178,12 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{', '.join(f'{f} {v}' for f, v in att.items()) or '–'} | {lab['eve:benign']['rate']} | "
                 f"{lab['csv:benign']['rate']} | {atk_rate} | {per} |"
             )
+    for r in res["runs"]:
+        if r.get("sweep"):
+            lines += ["", f"Seed {r['seed']}, extras x{res.get('extras_weight', 1)}: committee threshold sweep "
+                      "(later Zeek traffic)", "", "| threshold | benign FPR | scan recall | botnet/C2 recall |",
+                      "|---|---|---|---|"]
+            lines += [f"| {s['threshold']} | {s['benign']} | {s['scan']} | {s['botnet']} |" for s in r["sweep"]]
     return "\n".join(lines)
 
 
@@ -170,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", choices=("lono", "site"), default="lono")
     ap.add_argument("--audited", action="store_true",
                     help="site protocol: leave the records whose label the audit suspects out of extras and tests")
+    ap.add_argument("--extras-weight", type=int, default=1, help="site protocol: repeat the extras this often")
+    ap.add_argument("--thresholds", type=float, nargs="*", default=[],
+                    help="site protocol: also score the adapted committee at these thresholds")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.networks:
         nets = [n for n in nets if n in a.networks]
     lab = load_lab(LAB_DIR)
-    res: dict[str, Any] = {"epochs": a.epochs, "audited": a.audited, "runs": []}
+    res: dict[str, Any] = {"epochs": a.epochs, "audited": a.audited, "extras_weight": a.extras_weight, "runs": []}
     for seed in a.seeds:
         tr, te = split(t.y, seed)
         t0 = time.time()
@@ -188,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: cic-only model {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         if a.protocol == "site":
             Xe, zeek_test, lab_test = site_split(paths, lab, audited=a.audited)
-            X = np.concatenate([t.X[tr], Xe])
-            y = np.concatenate([t.y[tr], np.zeros(len(Xe), dtype=t.y.dtype)])
+            X = np.concatenate([t.X[tr]] + [Xe] * a.extras_weight)
+            y = np.concatenate([t.y[tr], np.zeros(len(Xe) * a.extras_weight, dtype=t.y.dtype)])
             adapted = fit_cascade(X, y, seed=seed, epochs=a.epochs, s2_epochs=a.epochs)
             res["runs"].append({"seed": seed, "network": "all (time split)", "extra_benign_rows": len(Xe),
                                 "cic": score(base, t, te, zeek_test, lab_test),
-                                "benign": score(adapted, t, te, zeek_test, lab_test)})
+                                "benign": score(adapted, t, te, zeek_test, lab_test),
+                                "sweep": sweep(adapted, zeek_test, a.thresholds)})
             (a.out / "benign_study.json").write_text(json.dumps(res, indent=1))
             continue
         for net in nets:

@@ -97,7 +97,7 @@ def test_train_cli_adds_benign_rows_to_training_only(shared: Path, tmp_path: Pat
     out = tmp_path / "out"
     r = subprocess.run(
         [sys.executable, "-m", "sidecar.cli.main", "-q", "train", "--data", str(data), "--out", str(out),
-         "--epochs", "1", "--no-progress", "--benign", str(shared / IOT34)],
+         "--epochs", "1", "--no-progress", "--benign", str(shared / IOT34), "--benign-weight", "3"],
         capture_output=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr.decode()[-3000:]
@@ -106,5 +106,12 @@ def test_train_cli_adds_benign_rows_to_training_only(shared: Path, tmp_path: Pat
     extra = rep["benign_extra"]["rows"]
     assert extra > 500 and m["extra_benign_rows"] == extra
     # held-out rows are CIC rows only: 20 % of the 286-row file minus duplicates
-    assert m["n_test"] < rep["rows"] and m["n_train"] == rep["rows"] - m["n_test"] + extra
+    # each extra row counts 3 times in training (--benign-weight 3)
+    assert m["n_test"] < rep["rows"] and m["n_train"] == rep["rows"] - m["n_test"] + 3 * extra
+    assert m["extra_benign_weight"] == 3
     assert "benign extra rows" in r.stdout.decode()
+    bad = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli.main", "-q", "train", "--data", str(data), "--out", str(tmp_path / "x"),
+         "--benign", str(shared / IOT34), "--benign-weight", "0"], capture_output=True, timeout=120,
+    )
+    assert bad.returncode != 0 and b"--benign-weight" in bad.stderr

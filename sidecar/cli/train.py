@@ -68,6 +68,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="your own network's benign records (conn.log, eve, CSV; files or folders) added to the training part "
         "(labelled files: benign rows only)",
     )
+    p.add_argument("--benign-weight", type=int, default=1, metavar="N",
+                   help="with --benign: each of your records counts N times in training (the model card measures 1 and 3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.thermometer_steps <= 63:
         raise ConfigError(f"--thermometer-steps must be 1..63, got {args.thermometer_steps}")
+    if not 1 <= args.benign_weight <= 100:
+        raise ConfigError(f"--benign-weight must be 1..100, got {args.benign_weight}")
     root = Path(args.data)
     paths = default_paths(root)
     if paths and args.parquet:
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = train_and_export(
         out, t.X, t.y, seed=args.seed, epochs=args.epochs, report=rep, progress=not args.no_progress, extra_benign=extra,
         n_thresh=args.thermometer_steps,
-        stage2_kind=args.stage2,
+        stage2_kind=args.stage2, extra_weight=args.benign_weight,
     )
     pack_onnx(out / "model.onnx", out / "model.bnnpack.npz")
     h = metrics["headline"]

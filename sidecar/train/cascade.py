@@ -261,11 +261,15 @@ def train_and_export(
     extra_benign: np.ndarray | None = None,
     n_thresh: int = bnn.N_THRESH,
     stage2_kind: str = "committee",
+    extra_weight: int = 1,
 ) -> dict[str, Any]:
     """Fit on 80 %, measure on the held-out 20 %, export ONNX + metrics; returns the metrics.
 
-    ``extra_benign`` (feature rows, see :mod:`sidecar.train.benign`) joins the training part only.
+    ``extra_benign`` (feature rows, see :mod:`sidecar.train.benign`) joins the training part only,
+    each row ``extra_weight`` times.
     """
+    if extra_weight < 1:
+        raise ValueError(f"extra_weight must be >= 1, got {extra_weight}")
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,8 +277,8 @@ def train_and_export(
     X_tr, y_tr = X[idx_tr], y[idx_tr]
     n_extra = 0 if extra_benign is None else len(extra_benign)
     if extra_benign is not None and n_extra:
-        X_tr = np.concatenate([np.asarray(X_tr), np.asarray(extra_benign, dtype=np.float32)])
-        y_tr = np.concatenate([y_tr, np.zeros(n_extra, dtype=y_tr.dtype)])
+        X_tr = np.concatenate([np.asarray(X_tr)] + [np.asarray(extra_benign, dtype=np.float32)] * extra_weight)
+        y_tr = np.concatenate([y_tr, np.zeros(n_extra * extra_weight, dtype=y_tr.dtype)])
     c = fit_cascade(
         X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh,
         stage2_kind=stage2_kind,
@@ -287,13 +291,15 @@ def train_and_export(
         "screen_recall": round(m["screen"]["recall"], 6),
         "fraction_to_stage2": round(m["fraction_to_stage2"], 6),
         "family_accuracy": round(m["family_accuracy"], 6),
-        "n_train": len(idx_tr) + n_extra,
+        "n_train": len(idx_tr) + n_extra * extra_weight,
         "n_test": len(idx_te),
         "extra_benign_rows": n_extra,
         "epochs": epochs,
         "seed": seed,
         "duplicates_removed": (report or {}).get("duplicates_removed"),
     }
+    if n_extra:
+        headline["extra_benign_weight"] = extra_weight
     metrics: dict[str, Any] = {"heldout": m, "headline": headline, "fit": c.info}
     digest = bnn.data_digest(X, y)
     if extra_benign is not None and n_extra:  # extra rows are training data too: digest of both
