@@ -139,6 +139,7 @@ path = "{out}"
         m = _wait_metrics(child, port, lambda m: m.get("bnn_sidecar_records_scored_total") == 766
                           and m.get("bnn_sidecar_records_inflight") == 0)
         assert _total(m, "bnn_sidecar_verdicts_total") == 766
+        assert m["bnn_sidecar_flood_rule_flagged_total"] == 0  # the sample holds no flood (`score` says the same)
         assert m['bnn_sidecar_sink_errors_total{sink="broken"}'] > 0
         assert m['bnn_sidecar_sink_errors_total{sink="out"}'] == 0
         assert m['bnn_sidecar_sink_errors_total{sink="notice_log"}'] == 0

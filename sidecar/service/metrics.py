@@ -81,6 +81,9 @@ class _ServiceCollector(Collector):
         for cls, n in sorted(svc.verdicts.items()):
             ver.add_metric([cls], n)
         yield ver
+        scorer = getattr(svc, "scorer", None)
+        yield CounterMetricFamily(P + "flood_rule_flagged", "flows only the flood rule flagged (stage 3; the model said benign)",
+                                  value=getattr(scorer, "rate_flagged", 0))
         se = CounterMetricFamily(P + "sink_errors", "sink calls that raised", labels=["sink"])
         for label, _ in svc.sinks:
             se.add_metric([label], svc.sink_errors.get(label, 0))
