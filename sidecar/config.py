@@ -52,6 +52,9 @@ class SidecarSection:
     rate_threshold: int = 50
     #: flood rule: time bucket in seconds (the count covers one to two buckets)
     rate_window_s: float = 1.0
+    #: flood rule: client networks it never flags, comma-separated CIDRs (proxies, NAT gateways,
+    #: load balancers, monitoring hosts); "" = none
+    rate_ignore: str = ""
 
 
 @dataclass
@@ -148,6 +151,12 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"sidecar.rate_threshold must be >= 0 (0 = off), got {s.rate_threshold}")
     if not 0 < s.rate_window_s <= 3600:
         raise ConfigError(f"sidecar.rate_window_s must be in (0, 3600], got {s.rate_window_s}")
+    from sidecar.features.rate import parse_networks
+
+    try:
+        parse_networks(s.rate_ignore)
+    except ValueError as exc:
+        raise ConfigError(f"sidecar.rate_ignore ({cfg.origins['sidecar.rate_ignore']}): {exc}") from None
     if cfg.metrics.listen:
         parse_listen(cfg.metrics.listen)
 

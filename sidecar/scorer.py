@@ -16,7 +16,7 @@ import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ModelError
-from sidecar.features.rate import RateCounter, RateRule
+from sidecar.features.rate import NetworkSet, RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, STAGE_SCREEN, VerdictBatch
@@ -71,6 +71,9 @@ class Scorer:
     rate: RateRule = field(default_factory=RateRule)
     #: flows flagged by the flood rule alone (the model said benign)
     rate_flagged: int = 0
+    #: flows the flood rule would have flagged but whose client is in ``rate.ignore``
+    rate_ignored: int = 0
+    _ignore: NetworkSet | None = field(default=None, repr=False)
     #: one flood-rule counter per source tag (``FlowBatch.source``): Zeek and Suricata watching the
     #: same link report every flow twice, so their records are not counted together
     _counters: dict[str, RateCounter] = field(default_factory=dict, repr=False)
@@ -143,6 +146,13 @@ class Scorer:
             if counter is None:
                 counter = self._counters[batch.source] = RateCounter(self.rate.window_s)
             hot = (counter.update(batch) >= self.rate.threshold) & ~mal
+            if self.rate.ignore and hot.any():
+                if self._ignore is None:
+                    self._ignore = NetworkSet(self.rate.ignore)
+                idx = np.flatnonzero(hot)
+                spared = idx[self._ignore.contains(batch["orig_h"][idx])]
+                hot[spared] = False
+                self.rate_ignored += len(spared)
             if hot.any():
                 mal = mal | hot
                 cls[hot] = RATE_CLASS

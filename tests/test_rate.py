@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
-from sidecar.features.rate import RateCounter, RateRule, key_hash
+from sidecar.features.rate import RateCounter, RateRule, key_hash, parse_networks
 from sidecar.flow import FlowBatch
 from sidecar.scorer import RATE_CLASS, make_scorer
 from sidecar.sources.base import ReadStats
@@ -216,3 +216,32 @@ def test_sinks_name_the_flood_rule(mirai: FlowBatch, tmp_path: Path) -> None:
         flood = stage[a["bnn"]["uid"]] == STAGE_RATE
         assert (a["alert"]["signature_id"] == SID_BASE + 50) == flood
         assert ("rate rule" in a["alert"]["signature"]) == flood
+
+
+def test_ignored_client_networks_are_never_flagged_by_the_rule(mirai: FlowBatch) -> None:
+    """A proxy or NAT gateway opens many connections to one service by design: the operator lists it."""
+    part = mirai.take(np.arange(8192))
+    flood_src = "192.168.1.195"  # the Mirai bot of capture 34-1
+    runs = {}
+    for name, rule in (("plain", RateRule()), ("ignore", RateRule(ignore=parse_networks("10.0.0.0/8, 192.168.1.192/30")))):
+        sc = make_scorer(MODEL, "onnx", rule)
+        vs = [sc.score(c) for c in _chunks(part, 1024)]
+        runs[name] = (np.concatenate([v.stage for v in vs]), np.concatenate([v.malicious for v in vs]), sc)
+    src = part["orig_h"] == flood_src
+    st_plain, mal_plain, _ = runs["plain"]
+    st_ign, mal_ign, sc_ign = runs["ignore"]
+    assert (st_plain[src] == STAGE_RATE).sum() > 1000
+    assert not (st_ign[src] == STAGE_RATE).any()
+    assert sc_ign.rate_ignored == int((st_plain == STAGE_RATE).sum() - (st_ign == STAGE_RATE).sum())
+    model_only = st_plain != STAGE_RATE
+    np.testing.assert_array_equal(mal_ign[model_only], mal_plain[model_only])  # the model's verdicts stay
+
+
+def test_parse_networks_and_its_config_check(tmp_path: Path) -> None:
+    assert parse_networks(" 10.1.2.3/8, 2001:db8::1 ,") == ("10.0.0.0/8", "2001:db8::1/128")
+    with pytest.raises(ValueError, match="not an IP network"):
+        parse_networks("10.0.0.0/8, proxy.example")
+    p = tmp_path / "s.toml"
+    p.write_text('[sidecar]\nrate_ignore = "192.0.2.0/24, nonsense"\n[[source]]\nkind = "follow"\npath = "/tmp/c.log"\n')
+    with pytest.raises(ConfigError, match="rate_ignore"):
+        load_config(p, env={})

@@ -27,6 +27,7 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
     "batch_ms": ("sidecar.batch_ms", "--batch-ms"),
     "checkpoint_dir": ("sidecar.checkpoint_dir", "--checkpoint-dir"),
     "rate_threshold": ("sidecar.rate_threshold", "--rate-threshold"),
+    "rate_ignore": ("sidecar.rate_ignore", "--rate-ignore"),
     "metrics_listen": ("metrics.listen", "--metrics-listen"),
 }
 
@@ -41,6 +42,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-threshold", type=int, metavar="N",
                    help="flood rule: records per client+service in 1-2 s that flag it, 0 = off "
                         "(overrides sidecar.rate_threshold)")
+    p.add_argument("--rate-ignore", metavar="CIDR[,CIDR...]",
+                   help="flood rule: client networks it never flags (overrides sidecar.rate_ignore)")
     p.add_argument("--metrics-listen", help="host:port for /metrics, '' disables (overrides metrics.listen)")
 
 

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
-from sidecar.features.rate import RateRule
+from sidecar.features.rate import RateRule, parse_networks
 from sidecar.jsonlines import score_to_json_lines
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
@@ -45,6 +45,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "(resp_h, resp_p, proto) within 1-2 time buckets; 0 = off (default %(default)s)")
     p.add_argument("--rate-window", type=float, default=RateRule.window_s, metavar="SECONDS",
                    help="flood rule: time bucket in seconds; the count covers 1-2 buckets (default %(default)s)")
+    p.add_argument("--rate-ignore", default="", metavar="CIDR[,CIDR...]",
+                   help="flood rule: client networks it never flags (proxies, NAT gateways, load balancers)")
     p.add_argument("--follow", action="store_true", help="follow one growing conn.log/eve.json (rotation-safe)")
     p.add_argument("--checkpoint", help="with --follow: checkpoint file (resume after a restart)")
     p.add_argument("--poll-ms", type=int, default=200, help="with --follow: milliseconds between polls when idle")
@@ -58,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if args.rate_threshold < 0 or not args.rate_window > 0:
         log.error("--rate-threshold must be >= 0 and --rate-window > 0")
         return 2
-    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window))
+    try:
+        ignore = parse_networks(args.rate_ignore)
+    except ValueError as exc:
+        log.error("--rate-ignore: %s", exc)
+        return 2
+    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window, ignore))
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     dt = time.perf_counter() - t0
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
-               "flagged_by_rate_rule": scorer.rate_flagged,
+               "flagged_by_rate_rule": scorer.rate_flagged, "spared_by_rate_ignore": scorer.rate_ignored,
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
     return 1 if scorer.scored == 0 else 0

@@ -26,6 +26,7 @@ The key hash is computed from the address text with numpy, so it is the same in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 from itertools import repeat
 
 import numpy as np
@@ -41,14 +42,61 @@ _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np
 
 @dataclass(frozen=True)
 class RateRule:
-    """Flag a record when its key had at least ``threshold`` records in its window (0 = off)."""
+    """Flag a record when its key had at least ``threshold`` records in its window (0 = off).
+
+    ``ignore``: client networks (CIDR text) the rule never flags — the site's proxies, NAT
+    gateways, load balancers and monitoring hosts, which open many connections to one service
+    by design. Their records are still counted (and the model still scores them)."""
 
     threshold: int = 50
     window_s: float = 1.0
+    ignore: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
         return self.threshold > 0
+
+
+def parse_networks(text: str) -> tuple[str, ...]:
+    """``"10.0.0.0/8, 192.0.2.7"`` → the CIDRs, checked; ValueError names a bad one."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ip_network(part, strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"not an IP network: {part!r} ({exc})") from None
+    return tuple(out)
+
+
+class NetworkSet:
+    """Membership of textual addresses in a few networks, memoised per address (bounded)."""
+
+    def __init__(self, cidrs: tuple[str, ...], memo_max: int = 1 << 16) -> None:
+        self.nets = [ip_network(c, strict=False) for c in cidrs]
+        self._memo: dict[object, bool] = {}
+        self._memo_max = memo_max
+
+    def __bool__(self) -> bool:
+        return bool(self.nets)
+
+    def contains(self, addrs: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(addrs), dtype=bool)
+        for i, a in enumerate(addrs.tolist()):
+            hit = self._memo.get(a)
+            if hit is None:
+                try:
+                    ip = ip_address(str(a))
+                    hit = any(ip in n for n in self.nets)
+                except ValueError:  # not an address (missing or garbled): never ignored
+                    hit = False
+                if len(self._memo) >= self._memo_max:
+                    self._memo.clear()
+                self._memo[a] = hit
+            out[i] = hit
+        return out
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
