@@ -47,6 +47,9 @@ class SidecarSection:
     queue_batches: int = 64
     #: seconds between sink flush + checkpoint saves while running
     checkpoint_interval: float = 1.0
+    #: the model's decision threshold, your own (0 = the model's ``bnn.threshold1``, 0.269 shipped);
+    #: lower finds more and flags more benign traffic (model card: measured trade-offs)
+    threshold: float = 0.0
     #: flood rule: flag a flow whose (orig_h, resp_h, resp_p, proto) had at least this many
     #: records in its time bucket and the one before (0 = off); see sidecar/features/rate.py
     rate_threshold: int = 50
@@ -147,6 +150,8 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"sidecar.queue_batches must be >= 1, got {s.queue_batches}")
     if s.checkpoint_interval <= 0:
         raise ConfigError(f"sidecar.checkpoint_interval must be > 0, got {s.checkpoint_interval}")
+    if not 0.0 <= s.threshold < 1.0:
+        raise ConfigError(f"sidecar.threshold must be in [0, 1) (0 = the model's own), got {s.threshold}")
     if s.rate_threshold < 0:
         raise ConfigError(f"sidecar.rate_threshold must be >= 0 (0 = off), got {s.rate_threshold}")
     if not 0 < s.rate_window_s <= 3600:

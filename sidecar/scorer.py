@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
-from sidecar.errors import ModelError
+from sidecar.errors import ConfigError, ModelError
 from sidecar.features.rate import NetworkSet, RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
@@ -163,15 +163,25 @@ class Scorer:
         return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
 
 
-def make_scorer(model_path: str | Path, engine: str = "onnx", rate: RateRule | None = None) -> Scorer:
+def make_scorer(
+    model_path: str | Path, engine: str = "onnx", rate: RateRule | None = None, threshold: float | None = None
+) -> Scorer:
     """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`.
 
-    ``rate``: the flood rule beside the model (default :class:`RateRule`, ``threshold=0`` turns it off)."""
+    ``rate``: the flood rule beside the model (default :class:`RateRule`, ``threshold=0`` turns it off).
+    ``threshold``: the operator's own decision threshold instead of the model's ``bnn.threshold1``
+    (lower: more detections and more false positives). For a committee model (``bnn.stage2`` =
+    ``committee``) both members flag at it; for a stacked model it moves the screen only."""
     from sidecar.engines import load
 
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ConfigError(f"decision threshold must be in (0, 1), got {threshold}")
     eng = load.load_engine(model_path, engine)
     props: dict[str, str] = eng.metadata()
     meta = ModelMeta.from_props(props)
+    if threshold is not None:
+        committee = props.get("bnn.stage2") == "committee"
+        meta = replace(meta, threshold1=threshold, threshold2=threshold if committee else meta.threshold2)
     if tuple(meta.features) != FEATURE_NAMES:
         raise ModelError(
             f"{model_path}: model features {meta.features} do not match this sidecar's feature schema "

@@ -40,6 +40,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1024, help="records per micro-batch")
     p.add_argument("--batch-ms", type=float, default=50.0,
                    help="with --follow: a micro-batch closes this many ms after its first record")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="your own decision threshold in (0, 1) instead of the model's bnn.threshold1 (0.269 shipped): "
+                        "lower finds more and flags more benign traffic")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule: flag a flow when its client sent N or more records to the same service "
                         "(resp_h, resp_p, proto) within 1-2 time buckets; 0 = off (default %(default)s)")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("--rate-ignore: %s", exc)
         return 2
-    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window, ignore))
+    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window, ignore),
+                         threshold=args.threshold)
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115

@@ -43,7 +43,7 @@ def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
     if not cfg.sinks:
         log.warning("no [[sink]] configured: verdicts are only counted")
     rule = RateRule(cfg.sidecar.rate_threshold, cfg.sidecar.rate_window_s, parse_networks(cfg.sidecar.rate_ignore))
-    scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rule)
+    scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rule, threshold=cfg.sidecar.threshold or None)
     sinks: list[tuple[str, Any]] = []
     sources: list[tuple[str, Any]] = []
     try:

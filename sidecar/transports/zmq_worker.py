@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-secret", default="", help="this worker's .key_secret (optional)")
     p.add_argument("--curve-ship-key", default="", help="ship's public .key (enables CURVE to ship)")
     p.add_argument("--curve-collector-key", default="", help="collector's public .key (enables CURVE to the collector)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="your own decision threshold in (0, 1) instead of the model's")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule threshold (0 = off); it counts only the records this worker receives")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("--rate-threshold must be >= 0")
         return 2
     try:
-        scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold))
+        scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold), threshold=args.threshold)
         src = ZmqFlowSource(args.pull, hwm=args.hwm, rejects=args.push, curve_secret=args.curve_secret,
                             curve_server=args.curve_ship_key, curve_rejects_server=args.curve_collector_key)
         sink = ZmqVerdictSink(args.push, curve_secret=args.curve_secret, curve_server=args.curve_collector_key)

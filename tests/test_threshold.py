@@ -1,0 +1,89 @@
+"""The operator's own decision threshold (``score --threshold``, ``sidecar.threshold``) on real records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from sidecar.config import load_config
+from sidecar.errors import ConfigError
+from sidecar.features.rate import RateRule
+from sidecar.flow import FlowBatch
+from sidecar.scorer import make_scorer
+from sidecar.sources.base import ReadStats
+from sidecar.sources.detect import read_path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "sidecar" / "data" / "model" / "bnn.onnx"
+LAB_EVE = REPO / "tests" / "data" / "lab" / "eve"
+NO_RULE = RateRule(threshold=0)  # the model's verdicts only
+
+
+@pytest.fixture(scope="module")
+def lab_records() -> FlowBatch:
+    """The lab's benign capture and its connect scan, as Suricata eve flows."""
+    names = ("benign.eve.json.gz", "scan-connect.eve.json.gz", "bruteforce-ftp.eve.json.gz")
+    return FlowBatch.concat([b for n in names for b in read_path(LAB_EVE / n, "eve", ReadStats(), batch_size=65536)])
+
+
+def test_the_models_own_threshold_changes_nothing(lab_records: FlowBatch) -> None:
+    base = make_scorer(MODEL, "onnx", NO_RULE)
+    same = make_scorer(MODEL, "onnx", NO_RULE, threshold=base.meta.threshold1)
+    a, b = base.score(lab_records), same.score(lab_records)
+    np.testing.assert_array_equal(a.malicious, b.malicious)
+    np.testing.assert_array_equal(a.cls, b.cls)
+    np.testing.assert_array_equal(a.stage, b.stage)
+
+
+@pytest.mark.parametrize("engine", ["onnx", "numpy"])
+def test_a_lower_threshold_flags_a_superset_in_both_members(lab_records: FlowBatch, engine: str) -> None:
+    base = make_scorer(MODEL, engine, NO_RULE)
+    low = make_scorer(MODEL, engine, NO_RULE, threshold=0.05)
+    assert low.meta.threshold1 == low.meta.threshold2 == 0.05  # the shipped stage 2 is a committee member
+    a, b = base.score(lab_records), low.score(lab_records)
+    assert (b.malicious | ~a.malicious).all() and b.malicious.sum() > a.malicious.sum()
+    # the same decision as the rule written out: both members' probabilities at or above it
+    s2 = np.nan_to_num(b.score2, nan=0.0)  # NaN: stage 2 did not run
+    np.testing.assert_array_equal(b.malicious, (b.score >= 0.05) & (s2 >= 0.05))
+
+
+def test_engines_agree_at_an_operator_threshold(lab_records: FlowBatch) -> None:
+    a = make_scorer(MODEL, "onnx", NO_RULE, threshold=0.1).score(lab_records)
+    b = make_scorer(MODEL, "numpy", NO_RULE, threshold=0.1).score(lab_records)
+    np.testing.assert_array_equal(a.malicious, b.malicious)
+    np.testing.assert_array_equal(a.score, b.score)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, -0.2])
+def test_out_of_range_thresholds_are_refused(bad: float) -> None:
+    with pytest.raises(ConfigError, match="threshold"):
+        make_scorer(MODEL, "onnx", threshold=bad)
+
+
+def test_config_key(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text('[sidecar]\nthreshold = 0.2\n[[source]]\nkind = "follow"\npath = "/tmp/c.log"\n')
+    assert load_config(p, env={}).sidecar.threshold == 0.2
+    assert load_config(p, env={"BNN_SIDECAR_SIDECAR_THRESHOLD": "0"}).sidecar.threshold == 0.0
+    with pytest.raises(ConfigError, match=r"sidecar\.threshold"):
+        load_config(p, env={"BNN_SIDECAR_SIDECAR_THRESHOLD": "1.2"})
+
+
+def test_score_cli_threshold(tmp_path: Path) -> None:
+    benign = LAB_EVE / "benign.eve.json.gz"
+    flagged = {}
+    for extra in ([], ["--threshold", "0.05"]):
+        out = tmp_path / f"{len(extra)}.jsonl"
+        r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "score", "--input", str(benign), "--out", str(out),
+                            *extra], capture_output=True, timeout=300, cwd=REPO)
+        assert r.returncode == 0, r.stderr.decode()[-1500:]
+        flagged[len(extra)] = sum(orjson.loads(x)["malicious"] for x in out.read_bytes().splitlines())
+    assert flagged[2] > flagged[0] > 0
+    r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "score", "--input", str(benign), "--out", "-",
+                        "--threshold", "2"], capture_output=True, timeout=300, cwd=REPO)
+    assert r.returncode == 1 and b"threshold" in r.stderr
