@@ -79,9 +79,6 @@ class NetworkSet:
         self._memo: dict[object, bool] = {}
         self._memo_max = memo_max
 
-    def __bool__(self) -> bool:
-        return bool(self.nets)
-
     def contains(self, addrs: np.ndarray) -> np.ndarray:
         out = np.zeros(len(addrs), dtype=bool)
         for i, a in enumerate(addrs.tolist()):
@@ -112,7 +109,8 @@ _WEIGHTS = _mix(np.arange(1, 65, dtype=np.uint64) * _M1) | np.uint64(1)
 
 
 def _text_hash(col: np.ndarray) -> np.ndarray:
-    """A per-process-stable uint64 hash of each string of an object column (None hashes as "")."""
+    """A uint64 hash of each string of an object column, the same in every process (None hashes
+    as the text ``"None"``; texts are compared on their first 64 characters)."""
     n = len(col)
     if n == 0:
         return np.zeros(0, np.uint64)
