@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
@@ -245,3 +247,52 @@ def test_parse_networks_and_its_config_check(tmp_path: Path) -> None:
     p.write_text('[sidecar]\nrate_ignore = "192.0.2.0/24, nonsense"\n[[source]]\nkind = "follow"\npath = "/tmp/c.log"\n')
     with pytest.raises(ConfigError, match="rate_ignore"):
         load_config(p, env={})
+
+
+# -- generated streams (fuzzing the counter's state transitions; the real-data tests above are the reference) --
+
+_streams = st.lists(
+    # key (4 of them), bucket step (mostly the same or the next bucket, sometimes a gap that forgets), offset in it
+    st.tuples(st.integers(0, 3), st.sampled_from([0, 0, 0, 1, 1, 2]), st.floats(0.0, 0.999)),
+    min_size=1, max_size=300,
+)
+
+
+def _generated(rows: list[tuple[int, int, float]], window: float) -> FlowBatch:
+    """Records in time order: keys from a small set, buckets advancing by 0-2 (a gap of 2 forgets)."""
+    bucket, ts = 1_700_000_000, []
+    for _, step, off in rows:
+        bucket += step
+        ts.append((bucket + off) * window)
+    keys = [r[0] for r in rows]
+    return FlowBatch.from_columns(
+        {"ts": ts, "orig_h": [f"10.0.0.{k % 2}" for k in keys], "resp_h": [f"192.0.2.{k // 2}" for k in keys],
+         "resp_p": [80] * len(rows), "proto": ["tcp"] * len(rows), "duration": [0.0] * len(rows)},
+        "generated",
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_streams, st.sampled_from([1.0, 0.25]), st.integers(1, 40))
+def test_generated_in_order_streams_match_the_reference_for_any_batch_cut(
+    rows: list[tuple[int, int, float]], window: float, size: int
+) -> None:
+    b = _generated(rows, window)
+    ref = _reference(b, window)
+    rc = RateCounter(window)
+    got = np.concatenate([rc.update(c) for c in _chunks(b, size)])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_late_records_join_the_previous_bucket_or_count_alone() -> None:
+    """Out of order (Zeek writes a record when its connection ends): one bucket late joins the slot's
+    previous bucket; older counts only itself and leaves the state alone."""
+    rc = RateCounter(1.0)
+
+    def one(bucket: int) -> int:
+        b = _generated([(0, 0, 0.5)], 1.0)
+        b.cols["ts"][:] = bucket + 0.5
+        return int(rc.update(b)[0])
+
+    t = 1_700_000_000
+    assert [one(t), one(t - 1), one(t), one(t - 3), one(t)] == [1, 1, 3, 1, 4]
