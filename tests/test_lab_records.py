@@ -119,3 +119,30 @@ def test_cicflowmeter_dialect_agrees_with_suricata(cap: dict[str, Any]) -> None:
     for side in ("orig", "resp"):
         assert np.all(np.abs(eve[f"{side}_bytes"][ie] - csv[f"{side}_bytes"][ic]) <= 20)
         assert np.all(np.abs(eve[f"{side}_ip_bytes"][ie] - csv[f"{side}_ip_bytes"][ic]) <= 20)
+    # per-direction TCP flags, where the counts prove them (one forward packet, at most one backward):
+    # exactly Suricata's tcp_flags_ts / tcp_flags_tc, except where Suricata tracked no TCP state
+    # (a packet after the connection ended: flow state "new", flags written as "00" both ways)
+    known = csv["orig_flags"][ic] >= 0
+    untracked = (eve["orig_flags"][ie] == 0) & (eve["resp_flags"][ie] == 0) & (csv["orig_flags"][ic] > 0)
+    assert all(s == "new" for s in eve["flow_state"][ie][untracked])
+    cmp = known & ~untracked
+    assert np.array_equal(eve["orig_flags"][ie][cmp], csv["orig_flags"][ic][cmp])
+    assert np.array_equal(eve["resp_flags"][ie][cmp], csv["resp_flags"][ic][cmp])
+    assert np.all((csv["orig_flags"] >= 0) == (csv["resp_flags"] >= 0))
+    if cap["capture"] in ("scan-connect", "scan-syn"):
+        assert known.mean() > 0.99  # single-SYN probes: the case the derivation is for
+
+
+def test_pypi_flag_split_only_where_the_counts_prove_it() -> None:
+    """``2 * fwd + bwd`` per flag count: one forward packet and at most one backward packet only."""
+    from sidecar.flow import ACK, RST, SYN
+    from sidecar.sources.cic_csv import _PYPI_FLAG_BITS, _pypi_direction_flags
+
+    # rows: SYN then RST-ACK | SYN, no answer | 2 forward packets | SYN count 3 with one backward packet
+    # (SYN-ACK back) | count 1 of a flag with no backward packet (fits no split) | UDP
+    counts = {"SYN Flag Cnt": [2, 2, 2, 3, 2, 0], "RST Flag Cnt": [1, 0, 0, 0, 0, 0], "ACK Flag Cnt": [1, 0, 0, 1, 1, 0]}
+    extra = {c: np.asarray(counts.get(c, [0] * 6), dtype=np.float64) for c, _ in _PYPI_FLAG_BITS}
+    cols = {"orig_pkts": np.array([1, 1, 2, 1, 1, 1.0]), "resp_pkts": np.array([1, 0, 1, 1, 0, 0.0])}
+    _pypi_direction_flags(cols, extra, np.array([6, 6, 6, 6, 6, 17.0]))
+    assert cols["orig_flags"].tolist() == [SYN, SYN, -1, SYN, -1, -1]
+    assert cols["resp_flags"].tolist() == [RST | ACK, 0, -1, SYN | ACK, -1, -1]

@@ -166,9 +166,12 @@ WHATIF: dict[str, Any] = {
 
 def whatif(sets: list[LabSet], model: Path) -> dict[str, dict[str, float | None]]:
     """Flag rate per lab capture (eve records, attack or benign label) under each what-if."""
+    from sidecar.features.rate import RateRule
     from sidecar.scorer import make_scorer
 
-    scorer = make_scorer(model)
+    # the model alone: the what-ifs change features; the flood rule reads none (and one scorer
+    # re-scoring the same records per column would add its counts up)
+    scorer = make_scorer(model, rate=RateRule(threshold=0))
     out: dict[str, dict[str, float | None]] = {}
     for s in sets:
         if s.source != "eve":

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sidecar.flow import FlowBatch
+from sidecar.flow import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, FlowBatch
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import open_records
@@ -301,3 +301,37 @@ def _pypi_units(cols: dict[str, Any], extra: dict[str, np.ndarray], num: Any, pr
         ip = np.maximum(frame - 14.0 * pkts, 0.0)
         cols[f"{side}_ip_bytes"] = ip
         cols[f"{side}_bytes"] = np.maximum(ip - hdr - l4 * pkts, 0.0)
+    _pypi_direction_flags(cols, extra, proto)
+
+
+#: the PyPI dialect's flag-count columns (both directions) and their canonical bits
+_PYPI_FLAG_BITS = (("FIN Flag Cnt", FIN), ("SYN Flag Cnt", SYN), ("RST Flag Cnt", RST), ("PSH Flag Cnt", PSH),
+                   ("ACK Flag Cnt", ACK), ("URG Flag Cnt", URG), ("ECE Flag Cnt", ECE), ("CWE Flag Count", CWR))
+
+
+def _pypi_direction_flags(cols: dict[str, Any], extra: dict[str, np.ndarray], proto: np.ndarray) -> None:
+    """Per-direction TCP flags where the PyPI counts prove them (in place; elsewhere they stay missing).
+
+    The counts span both directions, but 0.5.0 counts the first forward packet twice. With ONE
+    forward packet and at most one backward packet, each flag count is ``2 * fwd + bwd`` with
+    fwd, bwd in {0, 1}: the forward packet has the flag iff the count is >= 2, the backward one iff
+    what is left is 1. A count that fits no such split leaves the row's flags missing. These rows
+    are single-SYN probes, rejected connects and floods: with their flags known, the shared
+    feature code gives a SYN-only direction no payload (its TCP options are not data), as for eve.
+    """
+    if any(c not in extra for c, _ in _PYPI_FLAG_BITS):
+        return
+    o, r = cols["orig_pkts"], cols["resp_pkts"]
+    ok = (proto == 6) & (o == 1) & ((r == 0) | (r == 1))
+    fwd = np.zeros(len(o), dtype=np.int16)
+    bwd = np.zeros(len(o), dtype=np.int16)
+    for col, bit in _PYPI_FLAG_BITS:
+        c = extra[col]
+        f = c >= 2
+        rest = c - 2.0 * f
+        ok &= (rest >= 0) & (rest <= r) & (rest == np.floor(rest))
+        fwd |= np.where(f, bit, 0).astype(np.int16)
+        bwd |= np.where(rest >= 1, bit, 0).astype(np.int16)
+    missing = np.full(len(o), -1, dtype=np.int16)
+    cols["orig_flags"] = np.where(ok, fwd, missing)
+    cols["resp_flags"] = np.where(ok, bwd, missing)
