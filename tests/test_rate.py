@@ -296,3 +296,15 @@ def test_late_records_join_the_previous_bucket_or_count_alone() -> None:
 
     t = 1_700_000_000
     assert [one(t), one(t - 1), one(t), one(t - 3), one(t)] == [1, 1, 3, 1, 4]
+
+
+def test_odd_address_values_are_hashed_not_fatal(mirai: FlowBatch) -> None:
+    """Addresses are text from every reader; anything else (a plugin's list, None) still counts, never crashes."""
+    b = mirai.take(np.arange(64))
+    cols = dict(b.cols)
+    odd = b["orig_h"].copy()
+    odd[0], odd[1] = ["10.0.0.1"], None
+    cols["orig_h"] = odd
+    got = RateCounter(1.0).update(FlowBatch(cols, b.source))
+    assert len(got) == 64 and (got >= 1).all()
+    assert key_hash(FlowBatch(cols, b.source))[0] == key_hash(FlowBatch(cols, b.source))[0]

@@ -137,9 +137,11 @@ def _cached_text_hash(col: np.ndarray) -> np.ndarray:
     vals = col.tolist()
     try:
         return np.fromiter(map(_CACHE.__getitem__, vals), dtype=np.uint64, count=len(vals))
-    except (KeyError, TypeError):
+    except KeyError:
         pass
-    new = [v for v in dict.fromkeys(vals) if _hashable(v) and v not in _CACHE]
+    except TypeError:  # an unhashable value (not a reader's output): no cache for this batch
+        return _text_hash(col)
+    new = [v for v in dict.fromkeys(vals) if v not in _CACHE]
     if len(_CACHE) + len(new) > _CACHE_MAX:
         _CACHE.clear()
     if new:
@@ -148,14 +150,6 @@ def _cached_text_hash(col: np.ndarray) -> np.ndarray:
         return np.fromiter(map(_CACHE.__getitem__, vals), dtype=np.uint64, count=len(vals))
     except (KeyError, TypeError):  # more distinct texts than the cache holds, or unhashable values
         return _text_hash(col)
-
-
-def _hashable(v: object) -> bool:
-    try:
-        hash(v)
-    except TypeError:
-        return False
-    return True
 
 
 def key_hash(batch: FlowBatch) -> np.ndarray:
