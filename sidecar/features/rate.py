@@ -82,16 +82,17 @@ class NetworkSet:
     def contains(self, addrs: np.ndarray) -> np.ndarray:
         out = np.zeros(len(addrs), dtype=bool)
         for i, a in enumerate(addrs.tolist()):
-            hit = self._memo.get(a)
+            key = a if isinstance(a, str) else repr(a)  # memo keys must hash; addresses are text
+            hit = self._memo.get(key)
             if hit is None:
                 try:
-                    ip = ip_address(str(a))
-                    hit = any(ip in n for n in self.nets)
+                    ip = ip_address(a) if isinstance(a, str) else None
+                    hit = ip is not None and any(ip in n for n in self.nets)
                 except ValueError:  # not an address (missing or garbled): never ignored
                     hit = False
                 if len(self._memo) >= self._memo_max:
                     self._memo.clear()
-                self._memo[a] = hit
+                self._memo[key] = hit
             out[i] = hit
         return out
 
