@@ -21,9 +21,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sidecar.features.rate import RateRule
 
 ENV_PREFIX = "BNN_SIDECAR_"
 ENGINES = ("onnx", "numpy")
@@ -152,18 +155,24 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"sidecar.checkpoint_interval must be > 0, got {s.checkpoint_interval}")
     if not 0.0 <= s.threshold < 1.0:
         raise ConfigError(f"sidecar.threshold must be in [0, 1) (0 = the model's own), got {s.threshold}")
-    if s.rate_threshold < 0:
-        raise ConfigError(f"sidecar.rate_threshold must be >= 0 (0 = off), got {s.rate_threshold}")
-    if not 0 < s.rate_window_s <= 3600:
-        raise ConfigError(f"sidecar.rate_window_s must be in (0, 3600], got {s.rate_window_s}")
-    from sidecar.features.rate import parse_networks
-
-    try:
-        parse_networks(s.rate_ignore)
-    except ValueError as exc:
-        raise ConfigError(f"sidecar.rate_ignore ({cfg.origins['sidecar.rate_ignore']}): {exc}") from None
+    rate_rule(s)
     if cfg.metrics.listen:
         parse_listen(cfg.metrics.listen)
+
+
+def rate_rule(s: SidecarSection) -> RateRule:
+    """The flood rule of ``[sidecar]`` (:class:`sidecar.features.rate.RateRule`), checked."""
+    from sidecar.features.rate import RateRule as Rule
+    from sidecar.networks import split_networks
+
+    try:
+        ignore = split_networks(s.rate_ignore)
+    except ValueError as exc:
+        raise ConfigError(f"sidecar.rate_ignore: {exc}") from None
+    try:
+        return Rule(s.rate_threshold, s.rate_window_s, ignore)
+    except ValueError as exc:
+        raise ConfigError(f"sidecar.{exc}") from None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

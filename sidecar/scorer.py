@@ -16,9 +16,10 @@ import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ConfigError, ModelError
-from sidecar.features.rate import NetworkSet, RateCounter, RateRule
+from sidecar.features.rate import RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
+from sidecar.networks import NetworkSet
 from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, STAGE_SCREEN, VerdictBatch
 
 #: family given to a flow that only the flood rule flagged (one client hammering one service)

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
-from sidecar.features.rate import RateCounter, RateRule, key_hash, parse_networks
+from sidecar.features.rate import RateCounter, RateRule, key_hash
 from sidecar.flow import FlowBatch
+from sidecar.networks import NetworkSet
+from sidecar.networks import split_networks as parse_networks
 from sidecar.scorer import RATE_CLASS, make_scorer
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import read_path
@@ -308,8 +310,6 @@ def test_odd_address_values_are_hashed_not_fatal(mirai: FlowBatch) -> None:
     got = RateCounter(1.0).update(FlowBatch(cols, b.source))
     assert len(got) == 64 and (got >= 1).all()
     assert key_hash(FlowBatch(cols, b.source))[0] == key_hash(FlowBatch(cols, b.source))[0]
-    from sidecar.features.rate import NetworkSet
-
     ns = NetworkSet(parse_networks("10.0.0.0/8, 192.168.1.192/30"))
     assert ns.contains(np.array([["10.0.0.1"], None, "10.9.9.9", "192.168.1.195", "x"], dtype=object)).tolist() == [
         False, False, True, True, False]

@@ -18,8 +18,9 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
-from sidecar.features.rate import RateRule, parse_networks
+from sidecar.features.rate import RateRule
 from sidecar.jsonlines import score_to_json_lines
+from sidecar.networks import split_networks
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import FORMATS, read_path
 
@@ -60,16 +61,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sidecar.scorer import make_scorer
 
-    if args.rate_threshold < 0 or not args.rate_window > 0:
-        log.error("--rate-threshold must be >= 0 and --rate-window > 0")
-        return 2
     try:
-        ignore = parse_networks(args.rate_ignore)
+        rule = RateRule(args.rate_threshold, args.rate_window, split_networks(args.rate_ignore))
     except ValueError as exc:
-        log.error("--rate-ignore: %s", exc)
+        log.error("--rate-threshold/--rate-window/--rate-ignore: %s", exc)
         return 2
-    scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold, args.rate_window, ignore),
-                         threshold=args.threshold)
+    scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold)
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115

@@ -26,7 +26,6 @@ The key hash is computed from the address text with numpy, so it is the same in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
 from itertools import repeat
 
 import numpy as np
@@ -52,49 +51,15 @@ class RateRule:
     window_s: float = 1.0
     ignore: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.threshold < 0:
+            raise ValueError(f"rate_threshold must be >= 0 (0 = off), got {self.threshold}")
+        if not 0 < self.window_s <= 3600:
+            raise ValueError(f"rate_window_s must be in (0, 3600], got {self.window_s}")
+
     @property
     def enabled(self) -> bool:
         return self.threshold > 0
-
-
-def parse_networks(text: str) -> tuple[str, ...]:
-    """``"10.0.0.0/8, 192.0.2.7"`` → the CIDRs, checked; ValueError names a bad one."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(str(ip_network(part, strict=False)))
-        except ValueError as exc:
-            raise ValueError(f"not an IP network: {part!r} ({exc})") from None
-    return tuple(out)
-
-
-class NetworkSet:
-    """Membership of textual addresses in a few networks, memoised per address (bounded)."""
-
-    def __init__(self, cidrs: tuple[str, ...], memo_max: int = 1 << 16) -> None:
-        self.nets = [ip_network(c, strict=False) for c in cidrs]
-        self._memo: dict[object, bool] = {}
-        self._memo_max = memo_max
-
-    def contains(self, addrs: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(addrs), dtype=bool)
-        for i, a in enumerate(addrs.tolist()):
-            key = a if isinstance(a, str) else repr(a)  # memo keys must hash; addresses are text
-            hit = self._memo.get(key)
-            if hit is None:
-                try:
-                    ip = ip_address(a) if isinstance(a, str) else None
-                    hit = ip is not None and any(ip in n for n in self.nets)
-                except ValueError:  # not an address (missing or garbled): never ignored
-                    hit = False
-                if len(self._memo) >= self._memo_max:
-                    self._memo.clear()
-                self._memo[key] = hit
-            out[i] = hit
-        return out
 
 
 def _mix(h: np.ndarray) -> np.ndarray:

@@ -35,15 +35,15 @@ def close_all(objs: list[tuple[str, Any]]) -> None:
 def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
                   with_metrics: bool = True) -> tuple[Service, Metrics | None]:
     """Instantiate the model, sinks and sources of ``cfg`` (nothing runs yet)."""
-    from sidecar.features.rate import RateRule, parse_networks
+    from sidecar.config import rate_rule
     from sidecar.scorer import make_scorer
 
     if not cfg.sources:
         raise ConfigError("no [[source]] configured: nothing to score")
     if not cfg.sinks:
         log.warning("no [[sink]] configured: verdicts are only counted")
-    rule = RateRule(cfg.sidecar.rate_threshold, cfg.sidecar.rate_window_s, parse_networks(cfg.sidecar.rate_ignore))
-    scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rule, threshold=cfg.sidecar.threshold or None)
+    scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rate_rule(cfg.sidecar),
+                         threshold=cfg.sidecar.threshold or None)
     sinks: list[tuple[str, Any]] = []
     sources: list[tuple[str, Any]] = []
     try:

@@ -48,6 +48,7 @@ import orjson
 
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.flow import ACK, SYN
+from sidecar.networks import Network, parse_networks
 from sidecar.suricata_cmd import SuricataCommandClient
 from sidecar.verdict import VerdictBatch
 
@@ -64,7 +65,6 @@ DEFAULT_ALLOWLIST: tuple[str, ...] = (
     "255.255.255.255/32",
     "ff00::/8",
 )
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: log at most this many refusals per reason, then only count (floods must not flood logs)
 MAX_LOGGED_PER_REASON = 20
 #: after a failed command, new blocks are not tried for this long (a hung Suricata must
@@ -101,13 +101,10 @@ class TokenBucket:
 
 
 def parse_allowlist(items: Sequence[str]) -> list[Network]:
-    nets: list[Network] = []
-    for it in items:
-        try:
-            nets.append(ipaddress.ip_network(str(it).strip(), strict=False))
-        except ValueError as exc:
-            raise ConfigError(f"allowlist entry {it!r} is not an IP network: {exc}") from exc
-    return nets
+    try:
+        return parse_networks(items, what="allowlist entry")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 class SuricataBlockSink:

@@ -52,11 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from sidecar.scorer import make_scorer
 
-    if args.rate_threshold < 0:
-        log.error("--rate-threshold must be >= 0")
+    try:
+        rule = RateRule(args.rate_threshold)
+    except ValueError as exc:
+        log.error("--rate-threshold: %s", exc)
         return 2
     try:
-        scorer = make_scorer(args.model, args.engine, RateRule(args.rate_threshold), threshold=args.threshold)
+        scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold)
         src = ZmqFlowSource(args.pull, hwm=args.hwm, rejects=args.push, curve_secret=args.curve_secret,
                             curve_server=args.curve_ship_key, curve_rejects_server=args.curve_collector_key)
         sink = ZmqVerdictSink(args.push, curve_secret=args.curve_secret, curve_server=args.curve_collector_key)
