@@ -123,7 +123,9 @@ def test_ship_sigkill_and_restart_loses_nothing(tmp_path: Path, shared: Path) ->
         got = Counter(u for vb in cp.items for u in vb.flows["uid"].tolist())
         assert set(got) == set(want)  # nothing lost
         repeats = sum(got.values()) - total
-        assert 0 <= repeats <= window * batch  # only batches in flight at the kill can repeat
+        # only batches in flight at the kill can repeat, plus those acked after the last checkpoint write
+        # (a kill between the acks and the write): at most window + 1 (once seen: 9 batches at window 8)
+        assert 0 <= repeats <= (window + 1) * batch
     finally:
         cp.stop()
         worker.kill()

@@ -151,7 +151,8 @@ def _follow(args: argparse.Namespace, shipper: Shipper, stats: ReadStats) -> Non
 def _ship_lines(mod: Any, fol: Follower, lines: list[bytes], shipper: Shipper, stats: ReadStats,
                 args: argparse.Namespace, ckpt: Path | None) -> bool:
     """Parse and send one poll's lines in chunks of ``--batch`` records, a checkpoint mark after
-    each chunk (so a restart repeats at most ``--window`` batches). False if stopped."""
+    each chunk (so a restart repeats at most ``--window`` + 1 batches: the unacked ones, plus those
+    whose acks arrived while the last send waited, before the next checkpoint write). False if stopped."""
     header = [h.encode() for h in fol.state.header if not h.startswith("#close")]
     pos = fol.state.offset  # the poll's lines start where the previous poll was committed
     chunk: list[bytes] = []
