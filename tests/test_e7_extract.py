@@ -84,6 +84,21 @@ def _reference(batch: FlowBatch) -> np.ndarray:
                 est = np.where(syn_only(fl) | (pk == 0), 0.0, est)
                 fixed.append(np.where(fix & np.isnan(by), est, by))
             dur, (ob, rb) = np.where(fix, 0.0, dur), fixed
+    # a direction's payload is at most what its seen packets carried (Zeek's sequence-number bytes
+    # count what a lossy sensor missed); row by row, unknown IP bytes/packets/protocol: unchanged
+    l4hdr = {"tcp": 20.0, "udp": 8.0, "icmp": 8.0, "icmp6": 8.0}
+    capped = []
+    for pk, ipname, by in ((op, "orig_ip_bytes", ob), (rp, "resp_ip_bytes", rb)):
+        by = by.copy()
+        ipb = np.asarray(batch[ipname], np.float64)
+        for i, p in enumerate(proto):
+            h = l4hdr.get(p) if isinstance(p, str) else None
+            with np.errstate(invalid="ignore"):
+                bound = np.nan if h is None else float(ipb[i] - pk[i] * (20.0 + h))
+            if not np.isnan(bound) and by[i] > max(bound, 0.0):
+                by[i] = max(bound, 0.0)
+        capped.append(by)
+    ob, rb = capped
     missing = np.asarray(np.equal(proto, np.array(None, dtype=object)), dtype=bool)
     ob = np.where(syn_only(of) & ~np.isnan(ob), 0.0, ob)
     rb = np.where(syn_only(rf) & ~np.isnan(rb), 0.0, rb)

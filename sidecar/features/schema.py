@@ -41,6 +41,11 @@ Cross-source fixes (measured in ``docs/CROSS_SOURCE.md``, H10 experiment):
   the SYN's TCP options (20 B on Linux) as payload, where CIC and Zeek have 0.
 * TCP flag features are 0, not missing, when the protocol is known and is not TCP
   (CIC writes 0 flag counts for UDP/ICMP; eve and Zeek have no TCP flags there).
+* A direction's payload bytes are at most what its packets can carry, ``ip_bytes - pkts *
+  (20 + L4 header)``. Zeek's ``orig_bytes``/``resp_bytes`` come from TCP sequence numbers and,
+  when the sensor lost packets (``missed_bytes`` > 0, history ``g``), exceed what the seen
+  packets held; CICFlowMeter counts seen packets only. eve's and the PyPI CSV's estimates are
+  never above the bound, and CIC rows carry no IP bytes, so only such Zeek rows change.
 
 Both leave every CIC training row unchanged (CIC has no per-direction flags and writes 0
 flag counts for non-TCP rows), so models trained on schema version 1 stay valid.
@@ -187,6 +192,21 @@ def _zeek_fix(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray, syn
     np.copyto(dur, 0.0, where=fix)
 
 
+def _cap_payload(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray) -> None:
+    """In the work array: a direction's payload is at most what its packets carried,
+    ``ip_bytes - pkts * (20 + L4 header)`` (an upper bound: IP/TCP options are not subtracted).
+
+    Zeek derives ``orig_bytes``/``resp_bytes`` from TCP sequence numbers, so with capture loss
+    they count bytes the sensor never saw; CICFlowMeter (and eve) count seen packets only. Rows
+    without IP bytes (CIC) or packet counts are unchanged; a missing payload stays missing."""
+    ipb = np.array((cols["orig_ip_bytes"], cols["resp_ip_bytes"]), dtype=np.float64)
+    cap = ipb - w[_W_OP : _W_RP + 1] * (20.0 + _L4_HDR[codes])  # NaN if any input is unknown
+    np.maximum(cap, 0.0, out=cap)
+    pay = w[_W_OB : _W_RB + 1]
+    with np.errstate(invalid="ignore"):
+        np.copyto(pay, cap, where=pay > cap)  # False wherever either side is NaN
+
+
 def _syn_only(cols: dict[str, np.ndarray], is_tcp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(flag codes ``[2, n]`` orig/resp, TCP directions whose known flags have SYN and no ACK)."""
     fl = np.array((cols["orig_flags"], cols["resp_flags"]), dtype=np.int16)
@@ -220,6 +240,7 @@ def extract(batch: FlowBatch) -> np.ndarray:
     w = _work(cols)
     if batch.source in ZEEK_SOURCES:
         _zeek_fix(w, cols, codes, syn_only)
+    _cap_payload(w, cols, codes)
     # a TCP direction that sent SYN but never ACK carried no payload (estimates count the SYN's options)
     pay = w[_W_OB : _W_RB + 1]
     pay[syn_only & (pay == pay)] = 0.0
