@@ -20,10 +20,10 @@ from sidecar.features.rate import RateCounter, RateRule, key_hash
 from sidecar.flow import FlowBatch
 from sidecar.networks import NetworkSet
 from sidecar.networks import split_networks as parse_networks
-from sidecar.scorer import RATE_CLASS, make_scorer
+from sidecar.scorer import RATE_CLASS, Scorer, make_scorer
 from sidecar.sources.base import ReadStats
 from sidecar.sources.detect import read_path
-from sidecar.verdict import STAGE_RATE
+from sidecar.verdict import STAGE_RATE, VerdictBatch
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "sidecar" / "data" / "model" / "bnn.onnx"
@@ -313,3 +313,29 @@ def test_odd_address_values_are_hashed_not_fatal(mirai: FlowBatch) -> None:
     ns = NetworkSet(parse_networks("10.0.0.0/8, 192.168.1.192/30"))
     assert ns.contains(np.array([["10.0.0.1"], None, "10.9.9.9", "192.168.1.195", "x"], dtype=object)).tolist() == [
         False, False, True, True, False]
+
+
+def _score_file(path: Path, rule: RateRule) -> tuple[Scorer, list[VerdictBatch]]:
+    sc = make_scorer(MODEL, "onnx", rule)
+    return sc, [sc.score(c) for c in _read(path, batch_size=1024)]
+
+
+@pytest.mark.parametrize(("capture", "relabels"), [("dos-synflood", True), ("scan-syn", False), ("scan-connect", False)])
+def test_a_scan_verdict_that_hammers_one_service_is_reclassed_dos(capture: str, relabels: bool) -> None:
+    """hping3's SYN flood looks like SYN-scan probes flow by flow (the model says ``scan``); 1,500 SYNs
+    to one port is a flood. nmap's scans of 1,000 ports never reach the count: left as they are."""
+    path = LAB_EVE / f"{capture}.eve.json.gz"
+    sc_on, on = _score_file(path, RateRule())
+    _, off = _score_file(path, RateRule(threshold=0))
+    mal_on, mal_off = (np.concatenate([v.malicious for v in vs]) for vs in (on, off))
+    cls_on, cls_off = (np.concatenate([v.cls for v in vs]) for vs in (on, off))
+    st_on, st_off = (np.concatenate([v.stage for v in vs]) for vs in (on, off))
+    np.testing.assert_array_equal(mal_on, mal_off)  # the model flagged every one: the rule adds none
+    np.testing.assert_array_equal(st_on, st_off)  # the model still decided them
+    changed = cls_on != cls_off
+    assert sc_on.rate_relabelled == int(changed.sum())
+    if relabels:
+        assert (cls_off[changed] == "scan").all() and (cls_on[changed] == RATE_CLASS).all()
+        assert changed.sum() > 1000, changed.sum()
+    else:
+        assert not changed.any()

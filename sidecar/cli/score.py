@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
                "flagged_by_rate_rule": scorer.rate_flagged, "spared_by_rate_ignore": scorer.rate_ignored,
+               "reclassed_by_rate_rule": scorer.rate_relabelled,
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
     return 1 if scorer.scored == 0 else 0

@@ -84,6 +84,8 @@ class _ServiceCollector(Collector):
         scorer = getattr(svc, "scorer", None)
         yield CounterMetricFamily(P + "flood_rule_flagged", "flows only the flood rule flagged (stage 3; the model said benign)",
                                   value=getattr(scorer, "rate_flagged", 0))
+        yield CounterMetricFamily(P + "flood_rule_reclassed", "flows the model flagged as scan that the flood rule re-classed as dos",
+                                  value=getattr(scorer, "rate_relabelled", 0))
         se = CounterMetricFamily(P + "sink_errors", "sink calls that raised", labels=["sink"])
         for label, _ in svc.sinks:
             se.add_metric([label], svc.sink_errors.get(label, 0))
