@@ -162,13 +162,15 @@ class Scorer:
                 self.rate_ignored += int(np.count_nonzero(~mal[spared]))
             if hot.any():
                 # a "scan" that hits one service this often is a flood (scans spread over ports/hosts)
-                relabel = hot & mal & (cls == SCAN_CLASS)
+                both = np.flatnonzero(hot & mal)
+                relabel = both[cls[both] == SCAN_CLASS]
                 hot &= ~mal
                 mal = mal | hot
-                cls[hot | relabel] = RATE_CLASS
+                cls[hot] = RATE_CLASS
+                cls[relabel] = RATE_CLASS
                 stage[hot] = STAGE_RATE
                 self.rate_flagged += int(np.count_nonzero(hot))
-                self.rate_relabelled += int(np.count_nonzero(relabel))
+                self.rate_relabelled += len(relabel)
         self.scored += len(batch)
         self.flagged.update(cls[mal].tolist())
         return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
