@@ -16,6 +16,7 @@ import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ConfigError, ModelError
+from sidecar.features.capture import DuplicateCheck
 from sidecar.features.rate import RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
@@ -80,6 +81,8 @@ class Scorer:
     rate_ignored: int = 0
     #: flows the model flagged as ``scan`` that the flood rule's count re-classed as ``dos``
     rate_relabelled: int = 0
+    #: does a source's sensor see every packet twice? (:mod:`sidecar.features.capture`)
+    capture: DuplicateCheck = field(default_factory=DuplicateCheck)
     _ignore: NetworkSet | None = field(default=None, repr=False)
     #: one flood-rule counter per source tag (``FlowBatch.source``): Zeek and Suricata watching the
     #: same link report every flow twice, so their records are not counted together
@@ -145,6 +148,7 @@ class Scorer:
 
     def score(self, batch: FlowBatch) -> VerdictBatch:
         x = extract(batch)
+        self.capture.update(batch.source, x)
         cascade = getattr(self.engine, "run_cascade", None)  # engines that can skip stage 2 per row
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
                "flagged_by_rate_rule": scorer.rate_flagged, "spared_by_rate_ignore": scorer.rate_ignored,
                "reclassed_by_rate_rule": scorer.rate_relabelled,
+               "duplicate_packet_check": scorer.capture.summary(),
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)
     return 1 if scorer.scored == 0 else 0

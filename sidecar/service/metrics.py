@@ -14,6 +14,8 @@ histograms are observed by the scoring loop. Each service gets its own
 | ``bnn_sidecar_records_rejected_total`` | counter | reason (batches the scorer raised on) |
 | ``bnn_sidecar_records_inflight`` | gauge | (read, not yet scored/forwarded/skipped/rejected) |
 | ``bnn_sidecar_verdicts_total`` | counter | class |
+| ``bnn_sidecar_flood_rule_flagged_total`` / ``_flood_rule_reclassed_total`` | counter | (flood rule: flagged alone / scan re-classed dos) |
+| ``bnn_sidecar_unanswered_syn_total`` / ``_twin_syn_total`` | counter | source (twins / attempts near 1: the sensor sees each packet twice) |
 | ``bnn_sidecar_batches_total`` | counter | |
 | ``bnn_sidecar_batch_latency_seconds`` | histogram | (first record of a micro-batch in → verdicts written) |
 | ``bnn_sidecar_score_seconds`` | histogram | (features + engine + post-processing of a batch) |
@@ -86,6 +88,16 @@ class _ServiceCollector(Collector):
                                   value=getattr(scorer, "rate_flagged", 0))
         yield CounterMetricFamily(P + "flood_rule_reclassed", "flows the model flagged as scan that the flood rule re-classed as dos",
                                   value=getattr(scorer, "rate_relabelled", 0))
+        attempts = CounterMetricFamily(P + "unanswered_syn", "unanswered SYN-only TCP records of 1-2 packets",
+                                       labels=["source"])
+        twins = CounterMetricFamily(P + "twin_syn", "of those, two packets < 100 us apart (a sensor seeing each packet twice)",
+                                    labels=["source"])
+        check = getattr(scorer, "capture", None)
+        for src, t in sorted(getattr(check, "sources", {}).items()):
+            attempts.add_metric([src], t.attempts)
+            twins.add_metric([src], t.twins)
+        yield attempts
+        yield twins
         se = CounterMetricFamily(P + "sink_errors", "sink calls that raised", labels=["sink"])
         for label, _ in svc.sinks:
             se.add_metric([label], svc.sink_errors.get(label, 0))
