@@ -81,12 +81,7 @@ class VerdictBatch:
         v = self if idx is None else self.take(idx)
         f = v.flows
 
-        def _nan_none(a: np.ndarray) -> list[Any]:
-            return [None if x != x else x for x in a.tolist()]
-
-        def _port(a: np.ndarray) -> list[Any]:
-            return [None if x < 0 else x for x in a.tolist()]
-
+        _nan_none, _port = _nan_to_none, _negative_to_none
         score = v.score if digits is None else np.round(v.score, digits)
         score2 = v.score2 if digits is None else np.round(v.score2, digits)
         return {
@@ -142,6 +137,33 @@ class VerdictBatch:
         return _ENCODER.encode_lines(list(map(_ROW, *cols)))
 
 
+def _none_where(a: np.ndarray, bad: np.ndarray) -> list[Any]:
+    """``a.tolist()`` with None where ``bad``; one C pass when no row or every row is bad."""
+    if not bad.any():
+        out: list[Any] = a.tolist()
+        return out
+    if bad.all():
+        return [None] * len(a)
+    o = a.astype(object)
+    o[bad] = None
+    got: list[Any] = o.tolist()
+    return got
+
+
+def _nan_to_none(a: np.ndarray) -> list[Any]:
+    """``[None if x != x else x for x in a.tolist()]``, vectorised for float arrays."""
+    if a.dtype.kind != "f":
+        return [None if x != x else x for x in a.tolist()]
+    return _none_where(a, np.isnan(a))
+
+
+def _negative_to_none(a: np.ndarray) -> list[Any]:
+    """``[None if x < 0 else x for x in a.tolist()]``, vectorised for int arrays."""
+    if a.dtype.kind not in "iu":
+        return [None if x < 0 else x for x in a.tolist()]
+    return _none_where(a, a < 0)
+
+
 def _row_struct() -> Any:
     """The verdict row as a msgspec struct: :meth:`VerdictBatch.iter_json`'s keys, in its order."""
     if msgspec is None:
@@ -149,7 +171,7 @@ def _row_struct() -> Any:
     keys = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "score", "score2",
             "malicious", "class", "stage", "model")  # fmt: skip
     fields = [(f"f{i}", Any, msgspec.field(name=k)) for i, k in enumerate(keys)]
-    return msgspec.defstruct("VerdictRow", fields)
+    return msgspec.defstruct("VerdictRow", fields, gc=False)  # scalars only: no cycles to collect
 
 
 _ROW = _row_struct()

@@ -9,7 +9,8 @@ the one before it (buckets of ``window_s`` seconds; so the count covers between 
 windows). A record counts the records that arrived before it and itself, so the counts do not
 depend on how the stream is cut into batches (exact for records in time order; tested against a
 per-record reference on a real log). The scorer flags a record the model calls benign whose count
-reaches the rule's threshold (``STAGE_RATE``, class ``dos``).
+reaches the rule's threshold (``STAGE_RATE``, class ``dos``), and re-classes a model ``scan`` verdict
+at that count as ``dos`` (a scan spreads over ports and hosts; a flood hits one service).
 
 Memory is fixed: a hash table of :data:`SLOTS` slots (one count-min row), each slot holding its
 latest bucket, the count of that bucket and of the one before. A collision can only add to a
@@ -179,7 +180,9 @@ class RateCounter:
         rank = np.arange(1, len(sc) + 1) - starts[pair]  # 1 for a pair's first record in this batch
         u = sc[starts]
         p_slot, p_b = (u >> 40).astype(np.intp), (u & ((1 << 40) - 1)) + b0
-        p_c = np.diff(starts, append=len(sc)).astype(np.int64)
+        p_c = np.empty(len(starts), dtype=np.int64)  # records per pair (np.diff(append=) is slower)
+        p_c[:-1] = starts[1:] - starts[:-1]
+        p_c[-1] = len(sc) - starts[-1]
         slot_change = p_slot[1:] != p_slot[:-1]
         bc_prev = np.zeros_like(p_c)
         adj = np.flatnonzero(~slot_change & (p_b[:-1] == p_b[1:] - 1)) + 1  # the pair before is bucket B - 1
@@ -196,7 +199,10 @@ class RateCounter:
         res = np.empty(len(sc), dtype=np.int64)
         res[order] = (cin_b - p_c + cin_bm1)[pair] + rank
         # new state from the latest pair of each slot
-        last = np.append(np.flatnonzero(slot_change), len(p_slot) - 1)
+        is_last = np.empty(len(p_slot), dtype=bool)  # the last pair of each slot
+        is_last[:-1] = slot_change
+        is_last[-1] = True
+        last = np.flatnonzero(is_last)
         ls, lb = p_slot[last], p_b[last]
         ahead = lb >= st[last]
         stamp[ls[ahead]] = lb[ahead]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,13 @@ from sidecar.sources.bom import is_gzip, open_records
 from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
 from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_full, _ts_column re-exported
     _DECODER,
+    _EV_FIELDS,
+    _FLOW_FIELDS,
     _MS_ERRORS,
     _PROTO,
     IP_HDR,
     SOURCE,
     TRANSPORT_HDR,
-    _dict_row,
-    _fast_columns,
     _flags,
     _ip_bytes,
     _num,
@@ -50,6 +51,62 @@ from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_fu
     compute_columns,
     parse_ts,
 )
+
+# --- rows of the line-by-line reader -------------------------------------------------
+_EMPTY: dict[str, Any] = {}
+
+
+def _dict_row(ev: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The row tuple of an orjson-parsed flow event; None when only _record can judge it."""
+    flow = ev.get("flow")
+    tcp = ev.get("tcp", _EMPTY)
+    if type(flow) is not dict or type(tcp) is not dict:
+        return None
+    return (
+        flow,
+        *map(ev.get, _EV_FIELDS[1:-1]),
+        tcp,
+        *map(flow.get, _FLOW_FIELDS),
+        tcp.get("tcp_flags_ts"),
+        tcp.get("tcp_flags_tc"),
+    )
+
+
+_EV_GET = [attrgetter(k) for k in _EV_FIELDS]
+_FLOW_GET = [attrgetter(k) for k in _FLOW_FIELDS]
+_TS_GET, _TC_GET = attrgetter("tcp_flags_ts"), attrgetter("tcp_flags_tc")
+
+
+try:
+    from msgspec.structs import astuple as _astuple
+except ImportError:  # pragma: no cover - then there are no structs to convert
+    _astuple = None  # type: ignore[assignment]
+
+
+def _struct_row(ev: Any) -> tuple[Any, ...]:
+    """A msgspec struct's row tuple (``_dict_row`` order)."""
+    return _astuple(ev) + _astuple(ev.flow) + _astuple(ev.tcp)
+
+
+def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str, Any]:
+    """Columns of flow rows exactly as _record computes them; raises on anything unusual.
+
+    ``items`` holds msgspec structs and/or :func:`_dict_row` tuples; ``typed``: all
+    are structs, whose value types msgspec has already checked.
+    """
+    if typed:  # msgspec structs: one C-level pass per column
+        (flows, proto_raw, src, dst, _, fids, sport, dport, app, tcps) = (tuple(map(g, items)) for g in _EV_GET)
+        (start, op_, rp_, ob_, rb_, end, state, reason) = (tuple(map(g, flows)) for g in _FLOW_GET)
+        fts, ftc = tuple(map(_TS_GET, tcps)), tuple(map(_TC_GET, tcps))
+    else:
+        tuples = [x if type(x) is tuple else _struct_row(x) for x in items]
+        (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
+         start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
+    return compute_columns(
+        (proto_raw, src, dst, fids, sport, dport, app, start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc),
+        raws,
+        typed,
+    )
 
 
 def _record(ev: dict[str, Any]) -> dict[str, Any]:

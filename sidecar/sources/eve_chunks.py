@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from operator import attrgetter
-from typing import Any
+from itertools import compress, repeat
+from operator import add, getitem, gt, not_
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,7 +33,8 @@ except ImportError:  # pragma: no cover - exercised where msgspec is absent
     _ms = None  # type: ignore[assignment]
 
 #: lines per msgspec call: small enough that a chunk's objects stay in the CPU cache
-CHUNK = 512
+#: (e12: 256 read real eve files 4-6 % faster than 512, and than 192 or 1024)
+CHUNK = 256
 #: a failing chunk is halved until it has at most this many lines, then read line by line
 MIN_SPLIT = 8
 #: a chunk holds at most about this many bytes (10 MB lines must not pile up 512 deep)
@@ -71,7 +73,45 @@ def quick_type(line: bytes, i: int) -> str | None:
 
 def classify(chunk: list[bytes], keys: dict[bytes, str]) -> tuple[list[int], Counter[str]] | None:
     """(indexes of flow-event lines, non-flow counts by ``event:<type>``), or None if a
-    line needs the full parse. ``keys`` caches event type bytes -> ``event:<type>``."""
+    line needs the full parse. ``keys`` caches event type bytes -> ``event:<type>``.
+
+    The same answer as :func:`classify_per_line` (the reference), with the per-line work
+    done by C-level ``map`` calls over the chunk: the common chunk (every line holds the
+    pattern, every non-flow type was seen before, every non-flow line ends in ``}``) costs
+    a few C passes; any other chunk is handed to the reference, which fills ``keys``.
+    """
+    pos = list(map(bytes.find, chunk, repeat(PAT)))
+    if -1 in pos:
+        return None  # the reference returns None at the first such line, whatever the others
+    fl = list(map(bytes.startswith, chunk, repeat(_PAT_AND_FLOW), pos))  # line[i : i + 5] == PAT_FLOW
+    n = len(chunk)
+    flows = list(compress(range(n), fl))
+    if len(flows) == n:
+        return flows, Counter()
+    nf = list(compress(range(n), map(not_, fl)))
+    lines = list(map(chunk.__getitem__, nf))
+    at = list(map(add, map(pos.__getitem__, nf), repeat(len(PAT))))
+    ends = list(map(bytes.find, lines, repeat(b'"'), at))
+    ets: list[bytes] = list(map(getitem, lines, map(slice, at, ends)))  # type: ignore[arg-type]
+    got = list(map(keys.get, ets))
+    if (
+        None in got  # a type not seen yet, or an empty one (never cached)
+        or not all(map(gt, ends, at))  # no closing quote (-1) or an empty type
+        or not all(map(bytes.startswith, lines, repeat(b"{")))
+        or not all(map(bytes.endswith, lines, repeat(_CLOSED)))
+    ):
+        return classify_per_line(chunk, keys)
+    return flows, Counter(cast("list[str]", got))
+
+
+_PAT_AND_FLOW = PAT + PAT_FLOW
+#: line ends the reference (``line[-4:].rstrip()[-1:] == b"}"``) surely accepts; any other
+#: ending is judged by the reference itself
+_CLOSED = (b"}\n", b"}", b"}\r\n")
+
+
+def classify_per_line(chunk: list[bytes], keys: dict[bytes, str]) -> tuple[list[int], Counter[str]] | None:
+    """The reference of :func:`classify`: one line at a time."""
     flows: list[int] = []
     quick: Counter[str] = Counter()
     plen = len(PAT)
@@ -106,7 +146,6 @@ def nonflow_key(line: bytes, i: int, keys: dict[bytes, str]) -> str | None:
     return key
 
 
-_EVENT_TYPE = attrgetter("event_type")
 _OPEN, _CLOSE, _NL = ord("{"), ord("}"), ord("\n")
 
 
@@ -127,7 +166,8 @@ def decode_chunk(chunk: list[bytes], decode_lines: Any = None, max_line: int = 0
     value, so equal counts mean exactly one value per line.
     """
     n = len(chunk)
-    if n > 1 and sum(map(len, chunk)) > MAX_CHUNK_BYTES:
+    lens = np.fromiter(map(len, chunk), dtype=np.int64, count=n)
+    if n > 1 and int(lens.sum()) > MAX_CHUNK_BYTES:
         return None  # split: never join more than about MAX_CHUNK_BYTES
     sep = b"" if chunk[0][-1:] == b"\n" else b"\n"
     buf = sep.join(chunk)
@@ -136,7 +176,6 @@ def decode_chunk(chunk: list[bytes], decode_lines: Any = None, max_line: int = 0
             buf.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    lens = np.fromiter(map(len, chunk), dtype=np.int64, count=n)
     if int(lens.min()) < 2 or (max_line > 0 and int(lens.max()) > max_line):
         return None
     ends = np.cumsum(lens + len(sep)) - len(sep)  # exclusive end of each line in buf
@@ -180,24 +219,34 @@ PerLine = Callable[[list[bytes], ReadStats, str, int, bool, int], Iterator[FlowB
 #: ``_convert_columns(value_columns, raws, nos, where, stats) -> FlowBatch | None``
 Convert = Callable[[list[list[Any]], list[bytes], list[int], str, ReadStats], "FlowBatch | None"]
 
-#: per struct, one tuple of the fields read (one call per row, then one transposition per
-#: chunk: measured faster than one attrgetter pass per field)
-_TOP = attrgetter(
-    "proto", "src_ip", "dest_ip", "flow_id", "src_port", "dest_port", "app_proto", "flow", "tcp"
-)
-_IN_FLOW = attrgetter(
-    "start", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "end", "state", "reason"
-)
-_IN_TCP = attrgetter("tcp_flags_ts", "tcp_flags_tc")
 _NCOLS = 7 + 8 + 2
+_ASTUPLE: Any = None
+if _ms is not None:
+    from sidecar.sources.eve_columns import _EV_FIELDS, _FLOW_FIELDS, RAW_COLUMNS, _FlowS, _TcpS
+
+    # value_columns reads the structs' fields by position (``astuple``: one C loop per struct,
+    # measured 1.7x faster than an attrgetter of the names): pin the order it relies on
+    assert _EvS.__struct_fields__ == _EV_FIELDS == (
+        "flow", "proto", "src_ip", "dest_ip", "event_type", "flow_id", "src_port", "dest_port", "app_proto", "tcp"
+    )  # fmt: skip
+    assert _FlowS.__struct_fields__ == _FLOW_FIELDS
+    assert _TcpS.__struct_fields__ == ("tcp_flags_ts", "tcp_flags_tc")
+    assert (*_EV_FIELDS[1:4], *_EV_FIELDS[5:9], *_FLOW_FIELDS, *_TcpS.__struct_fields__) == RAW_COLUMNS
+    _ASTUPLE = _ms.structs.astuple
 
 
-def value_columns(events: list[Any]) -> list[tuple[Any, ...]]:
-    """The :data:`~sidecar.sources.eve_columns.RAW_COLUMNS` of flow structs; AttributeError if one has no ``flow``."""
+def value_columns(events: list[Any]) -> list[tuple[Any, ...]] | None:
+    """The :data:`~sidecar.sources.eve_columns.RAW_COLUMNS` of ``_EvS`` structs (one tuple of
+    fields per struct, then one transposition per chunk); None if one's (last) ``event_type``
+    is not ``"flow"`` (the line reader decides that line)."""
     if not events:
         return [()] * _NCOLS
-    top = list(zip(*map(_TOP, events), strict=True))
-    return [*top[:7], *zip(*map(_IN_FLOW, top[7]), strict=True), *zip(*map(_IN_TCP, top[8]), strict=True)]
+    top = list(zip(*map(_ASTUPLE, events), strict=True))
+    if top[4].count("flow") != len(events):
+        return None
+    in_flow = zip(*map(_ASTUPLE, top[0]), strict=True)
+    in_tcp = zip(*map(_ASTUPLE, top[9]), strict=True)
+    return [*top[1:4], *top[5:9], *in_flow, *in_tcp]
 
 
 def read_chunked(
@@ -237,8 +286,7 @@ def read_chunked(
             idx, quick = cls
             flow_lines = chunk if len(idx) == len(chunk) else [chunk[i] for i in idx]
             got = decode_chunk(flow_lines) if flow_lines else []
-            # a flow-looking line whose (last) event_type is not "flow": the line reader decides
-            if got is not None and (not got or list(map(_EVENT_TYPE, got)).count("flow") == len(got)):
+            if got is not None:
                 vals = value_columns(got)
         if vals is None:
             if len(chunk) > MIN_SPLIT:  # the bad lines are usually few: keep the rest fast
@@ -254,7 +302,7 @@ def read_chunked(
             return
         ignored.update(quick)
         raws.extend(flow_lines)
-        nos.extend(base + i for i in idx)
+        nos.extend(range(base, base + len(idx)) if len(idx) == len(chunk) else map(base.__add__, idx))
         for c, v in zip(cols, vals, strict=True):
             c.extend(v)
         while len(raws) >= batch_size:

@@ -3,15 +3,15 @@
 Constants and per-value parsers shared by the reference row path (``eve._record``) and the
 columnar path: flow lines are decoded straight into typed structs (msgspec, when installed)
 or orjson dicts, pulled into per-column tuples and converted to numpy once per batch.
-:func:`_fast_columns` computes exactly what ``eve._record`` computes, or raises so that the
+:func:`compute_columns` computes exactly what ``eve._record`` computes, or raises so that the
 caller falls back to the reference path for that batch.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -94,7 +94,69 @@ _MDAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int
 _G: Any = dict.get
 
 
+#: ``"|".join`` of 31-character stamps: row layout (the ``|`` proves every stamp has 31 characters)
+_ROW_LEN = _TS_LEN + 1
+_DAY_TZ = np.r_[0:11, 26:31]  # "YYYY-MM-DDT" and the zone
+_TIME_SEPS = np.array([13, 16, 19, _TS_LEN])
+_TIME_SEP_VALS = np.frombuffer(b"::.|", dtype=np.uint8)
+_TIME_DIGITS = np.array([11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25])
+_FRAC_W = 10 ** np.arange(5, -1, -1, dtype=np.int64)
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T")
+_ZONE_RE = re.compile(r"[+-][0-9]{4}")
+#: more distinct days (and zones) than this in one call: the general path
+_MAX_DAYS = 4
+
+
 def _ts_column(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
+    """:func:`_ts_column_general`, bit for bit; fast when every stamp has Suricata's layout.
+
+    Joined with ``|`` (no stamp position accepts it), the length and a ``|`` after every 31
+    characters prove each stamp has 31. Each distinct day and zone (a few per batch) is parsed
+    once by :func:`_whole_seconds` (as :func:`parse_ts` does); per row only ``HH:MM:SS.ffffff``
+    is read. Anything else (lengths, non-ASCII, a bad digit or day, many days): the general path.
+    """
+    n = len(vals)
+    if not typed and set(map(type, vals)) != {str}:
+        raise TypeError("timestamp is not a string")
+    try:  # typed: a None raises TypeError here, as len(None) does in the general path
+        b = "|".join(vals).encode("ascii")
+    except UnicodeEncodeError:
+        return _ts_column_general(vals, typed)
+    if n == 0 or len(b) != _ROW_LEN * n - 1:
+        return _ts_column_general(vals, typed)
+    c = np.frombuffer(b + b"|", dtype=np.uint8).reshape(n, _ROW_LEN)
+    d = c[:, _TIME_DIGITS] - np.uint8(48)  # a non-digit wraps above 9
+    if not ((d <= 9).all() and (c[:, _TIME_SEPS] == _TIME_SEP_VALS).all()):
+        return _ts_column_general(vals, typed)
+    t = d.astype(np.int64)
+    hh, mi, ss = t[:, 0] * 10 + t[:, 1], t[:, 2] * 10 + t[:, 3], t[:, 4] * 10 + t[:, 5]
+    if not ((hh <= 23) & (mi <= 59) & (ss <= 59)).all():
+        return _ts_column_general(vals, typed)
+    key = c[:, _DAY_TZ]
+    day = np.empty(n, dtype=np.int64)
+    left = np.ones(n, dtype=bool)
+    for _ in range(_MAX_DAYS):
+        i = int(left.argmax())
+        s = vals[i]
+        if _DAY_RE.fullmatch(s, 0, 11) is None or _ZONE_RE.fullmatch(s, 26) is None:
+            return _ts_column_general(vals, typed)
+        try:
+            midnight = int(_whole_seconds(s[:11] + "00:00:00", s[26:]))
+        except (ValueError, OverflowError):
+            return _ts_column_general(vals, typed)
+        same = (key == key[i]).all(axis=1)
+        day[same] = midnight
+        left &= ~same
+        if not left.any():
+            break
+    else:
+        return _ts_column_general(vals, typed)
+    whole = day + hh * 3600 + mi * 60 + ss
+    out: np.ndarray = whole.astype(np.float64) + (t[:, 6:] @ _FRAC_W) / 1e6
+    return out
+
+
+def _ts_column_general(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
     """parse_ts over a sequence of strings, vectorised for Suricata's fixed-width format.
 
     Bit-identical to :func:`parse_ts`: whole seconds are exact integers and the
@@ -149,10 +211,37 @@ def _ts_column(vals: Sequence[Any], typed: bool = False) -> np.ndarray:
     return out
 
 
-def _mapped(vals: Sequence[Any], fn: Any) -> list[Any]:
-    """``[fn(v) for v in vals]`` computed once per distinct value (raises TypeError if unhashable)."""
-    m = {v: fn(v) for v in set(vals)}
-    return list(map(m.__getitem__, vals))
+def _mapped(vals: Sequence[Any], fn: Any, memo: dict[Any, Any] | None = None) -> list[Any]:
+    """``[fn(v) for v in vals]`` computed once per distinct value (raises TypeError if unhashable).
+
+    ``memo``: a dict kept across calls for the same ``fn`` (cleared past :data:`_MEMO_MAX`
+    values). Only for values whose equal keys have equal results (``1 == 1.0 == True``):
+    typed values, or an ``fn`` that gives such keys one answer.
+    """
+    if memo is None:
+        m = {v: fn(v) for v in set(vals)}
+        return list(map(m.__getitem__, vals))
+    try:
+        return list(map(memo.__getitem__, vals))
+    except KeyError:
+        pass
+    new = set(vals).difference(memo)
+    if len(memo) + len(new) > _MEMO_MAX:
+        memo.clear()
+    memo.update({v: fn(v) for v in new})
+    return list(map(memo.__getitem__, vals))
+
+
+_MEMO_MAX = 4096
+#: :func:`_mapped` memos: typed proto, header bytes per proto, service, tcp flags
+_SERVICE_MEMO: dict[Any, str | None] = {}
+_FLAGS_MEMO: dict[Any, int] = {}
+_PROTO_MEMO: dict[Any, str] = {}
+_HDR_MEMO: dict[Any, int] = {}
+
+
+def _hdr(p: str) -> int:
+    return IP_HDR + TRANSPORT_HDR.get(p, 0)
 
 
 def _proto(v: Any) -> str:
@@ -201,29 +290,8 @@ def _flag_value(v: Any) -> int:
 #: (``dict.get`` semantics; the same order as the msgspec struct fields below)
 _EV_FIELDS = ("flow", "proto", "src_ip", "dest_ip", "event_type", "flow_id", "src_port", "dest_port", "app_proto", "tcp")
 _FLOW_FIELDS = ("start", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "end", "state", "reason")
-_EMPTY: dict[str, Any] = {}
 
 
-def _dict_row(ev: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The row tuple of an orjson-parsed flow event; None when only _record can judge it."""
-    flow = ev.get("flow")
-    tcp = ev.get("tcp", _EMPTY)
-    if type(flow) is not dict or type(tcp) is not dict:
-        return None
-    return (
-        flow,
-        *map(ev.get, _EV_FIELDS[1:-1]),
-        tcp,
-        *map(flow.get, _FLOW_FIELDS),
-        tcp.get("tcp_flags_ts"),
-        tcp.get("tcp_flags_tc"),
-    )
-
-
-_ROW_OF: Any = None  # msgspec struct -> row tuple
-_EV_GET = [attrgetter(k) for k in _EV_FIELDS]
-_FLOW_GET = [attrgetter(k) for k in _FLOW_FIELDS]
-_TS_GET, _TC_GET = attrgetter("tcp_flags_ts"), attrgetter("tcp_flags_tc")
 _DECODER: Any = None
 _MS_ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -263,36 +331,9 @@ if _msgspec is not None:
         app_proto: str | None = None
         tcp: _TcpS = _msgspec.field(default_factory=_TcpS)
 
-    _astuple = _msgspec.structs.astuple
-
-    def _struct_row(ev: _EvS) -> tuple[Any, ...]:
-        return _astuple(ev) + _astuple(ev.flow) + _astuple(ev.tcp)
-
     assert _EvS.__struct_fields__ == _EV_FIELDS and _FlowS.__struct_fields__ == _FLOW_FIELDS
-    _ROW_OF = _struct_row
     _DECODER = _msgspec.json.Decoder(_EvS).decode
     _MS_ERRORS = (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError)
-
-
-def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str, Any]:
-    """Columns of flow rows exactly as _record computes them; raises on anything unusual.
-
-    ``items`` holds msgspec structs and/or :func:`_dict_row` tuples; ``typed``: all
-    are structs, whose value types msgspec has already checked.
-    """
-    if typed:  # msgspec structs: one C-level pass per column
-        (flows, proto_raw, src, dst, _, fids, sport, dport, app, tcps) = (tuple(map(g, items)) for g in _EV_GET)
-        (start, op_, rp_, ob_, rb_, end, state, reason) = (tuple(map(g, flows)) for g in _FLOW_GET)
-        fts, ftc = tuple(map(_TS_GET, tcps)), tuple(map(_TC_GET, tcps))
-    else:
-        tuples = [x if type(x) is tuple else _ROW_OF(x) for x in items]
-        (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
-         start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
-    return compute_columns(
-        (proto_raw, src, dst, fids, sport, dport, app, start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc),
-        raws,
-        typed,
-    )
 
 
 #: the value columns :func:`compute_columns` takes, in order
@@ -315,7 +356,7 @@ def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: 
     both = _ts_column((*start, *end), typed)
     ts = both[:n]
     duration = both[n:] - ts
-    proto = _mapped(proto_raw, _proto)
+    proto = _mapped(proto_raw, _proto, _PROTO_MEMO if typed else None)  # 1 == 1.0: typed only
     parr = np.array(proto, dtype=object)
     orig_p, resp_p = _ports(sport, typed), _ports(dport, typed)
     for i in np.flatnonzero((parr == "icmp") | (parr == "icmp6")).tolist():
@@ -330,22 +371,25 @@ def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: 
         raise TypeError("not a number: None")
     oip = _pymax(ob - ETH_HDR * op, IP_HDR * op)
     rip = _pymax(rb - ETH_HDR * rp, IP_HDR * rp)
-    hdr = np.array(_mapped(proto, lambda p: IP_HDR + TRANSPORT_HDR.get(p, 0)), dtype=np.float64)
+    hdr = np.array(_mapped(proto, _hdr, _HDR_MEMO), dtype=np.float64)  # proto: str
     if (None in src or None in dst) if typed else (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
         raise TypeError("missing src_ip/dest_ip")
-    uid = list(map(str, fids)) if None not in fids else [None if f is None else str(f) for f in fids]
+    if None in fids:
+        uid = [None if f is None else str(f) for f in fids]
+    else:  # typed: ints, whose repr is their str (and skips str's type dispatch)
+        uid = list(map(int.__repr__ if typed else str, fids))
     is_tcp = parr == "tcp"
     oflags = np.full(n, -1, dtype=np.int16)
     rflags = np.full(n, -1, dtype=np.int16)
     if is_tcp.any():
         rows = np.flatnonzero(is_tcp)
         if len(rows) == n:
-            oflags[:] = _mapped(fts, _flag_value)
-            rflags[:] = _mapped(ftc, _flag_value)
+            oflags[:] = _mapped(fts, _flag_value, _FLAGS_MEMO)  # raises for every non-str but None
+            rflags[:] = _mapped(ftc, _flag_value, _FLAGS_MEMO)
         else:
             sel = rows.tolist()
-            oflags[rows] = _mapped([fts[i] for i in sel], _flag_value)
-            rflags[rows] = _mapped([ftc[i] for i in sel], _flag_value)
+            oflags[rows] = _mapped([fts[i] for i in sel], _flag_value, _FLAGS_MEMO)
+            rflags[rows] = _mapped([ftc[i] for i in sel], _flag_value, _FLAGS_MEMO)
     return {
         "ts": ts,
         "uid": uid,
@@ -354,7 +398,7 @@ def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: 
         "resp_h": dst,
         "resp_p": resp_p,
         "proto": parr,
-        "service": _mapped(app, _service),
+        "service": _mapped(app, _service, _SERVICE_MEMO),  # None for every non-str
         "duration": duration,
         "orig_pkts": op,
         "resp_pkts": rp,
