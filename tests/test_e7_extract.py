@@ -79,8 +79,9 @@ def _reference(batch: FlowBatch) -> np.ndarray:
             l4 = {"tcp": 20.0, "udp": 8.0, "icmp": 8.0, "icmp6": 8.0}
             hdr = np.array([l4.get(p, np.nan) if isinstance(p, str) else np.nan for p in proto])
             fixed = []
+            iph = np.array([40.0 if isinstance(a, str) and ":" in a else 20.0 for a in batch["orig_h"]])  # IPv6: 40
             for pk, ipb, by, fl in ((op, "orig_ip_bytes", ob, of), (rp, "resp_ip_bytes", rb, rf)):
-                est = np.maximum(np.asarray(batch[ipb], np.float64) - pk * (20.0 + hdr), 0.0)
+                est = np.maximum(np.asarray(batch[ipb], np.float64) - pk * (iph + hdr), 0.0)
                 est = np.where(syn_only(fl) | (pk == 0), 0.0, est)
                 fixed.append(np.where(fix & np.isnan(by), est, by))
             dur, (ob, rb) = np.where(fix, 0.0, dur), fixed

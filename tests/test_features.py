@@ -69,10 +69,11 @@ def test_zeek_unset_duration_is_zero_when_packets_counted() -> None:
     x = extract(batch)
     assert (x[unset, IDX["log_duration"]] == 0.0).all()
     assert np.isfinite(x[unset, IDX["log_pkts_per_s"]]).all()
-    # one-datagram UDP: payload from IP bytes minus 20 (IP) + 8 (UDP) per packet
+    # one-datagram UDP: payload from IP bytes minus the IP header (20, or 40 for IPv6) and 8 (UDP)
     udp1 = unset & (batch["proto"] == "udp") & (batch["orig_pkts"] == 1)
-    assert udp1.any()
-    want = np.log1p(batch["orig_ip_bytes"][udp1] - 28.0)
+    v6 = np.array([":" in a for a in batch["orig_h"]])
+    assert (udp1 & v6).any() and (udp1 & ~v6).any()  # the file has both families
+    want = np.log1p(batch["orig_ip_bytes"][udp1] - np.where(v6[udp1], 40.0, 20.0) - 8.0)
     np.testing.assert_allclose(x[udp1, IDX["log_orig_bytes"]], want, rtol=1e-6)
 
 
@@ -181,12 +182,12 @@ def test_no_identity_or_time_features() -> None:
     cols["ts"] = batch["ts"] + 12345.0
     cols["orig_p"] = np.full(n, 1234, dtype=np.int32)
     cols["uid"] = np.full(n, "Cxyz", dtype=object)
-    oh = np.empty(n, dtype=object)
-    oh[:] = ["203.0.113.7"] * n
-    cols["orig_h"] = oh
-    rh = np.empty(n, dtype=object)
-    rh[:] = ["198.51.100.9"] * n
-    cols["resp_h"] = rh
+    # other addresses of the same family (the family sets the IP header size of payload estimates)
+    for k, v4, v6 in (("orig_h", "203.0.113.7", "2001:db8::7"), ("resp_h", "198.51.100.9", "2001:db8::9")):
+        a = np.empty(n, dtype=object)
+        a[:] = [v6 if ":" in h else v4 for h in batch[k]]
+        assert a.tolist() != batch[k].tolist()
+        cols[k] = a
     mutated = FlowBatch(cols, batch.source, batch.label, dict(batch.extra), batch.origin)
     np.testing.assert_array_equal(extract(mutated), x)
 

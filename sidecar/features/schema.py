@@ -26,7 +26,8 @@ Zeek's unset ``duration`` (all Zeek sources: ``zeek-tsv``, ``zeek-json``, ``brok
 counts is not missing, it is exactly 0 (all packets seen in one instant: single-SYN scans,
 one-datagram DNS/NTP) - the case CICFlowMeter writes as ``Flow Duration`` 0. For such rows
 :func:`zeek_zero_duration` sets the duration to 0 and the payload bytes to an estimate from the
-IP bytes (``ip_bytes - pkts * (20 + L4 header)``, like eve; TCP whose direction sent only SYN
+IP bytes (``ip_bytes - pkts * (IP header + L4 header)``, IP header 20 or 40 for IPv6, like eve;
+TCP whose direction sent only SYN
 (no ACK) carries no payload -> 0). Without this every single-packet Zeek flow had NaN
 duration/bytes, an input CIC training data never has.
 
@@ -182,19 +183,28 @@ def _zeek_fix(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray, syn
     duration 0 and, where missing, payload bytes estimated from the IP bytes."""
     dur, pk = w[_W_DUR], w[_W_OP : _W_RP + 1]
     fix = np.isnan(dur) & np.isfinite(pk[0]) & np.isfinite(pk[1])
-    if not np.count_nonzero(fix):
+    rows = np.flatnonzero(fix)
+    if not len(rows):
         return
     ipb = np.array((cols["orig_ip_bytes"], cols["resp_ip_bytes"]), dtype=np.float64)
-    est = np.maximum(ipb - pk * (20.0 + _L4_HDR[codes]), 0.0)  # NaN if IP bytes or proto unknown
+    ip_hdr = np.full(len(dur), 20.0)
+    ip_hdr[rows] = [_ip_header(a) for a in cols["orig_h"][rows]]  # 40 for IPv6 (only the rows fixed)
+    est = np.maximum(ipb - pk * (ip_hdr + _L4_HDR[codes]), 0.0)  # NaN if IP bytes or proto unknown
     np.copyto(est, 0.0, where=syn_only | (pk == 0))
     pay = w[_W_OB : _W_RB + 1]
     np.copyto(pay, est, where=fix & np.isnan(pay))
     np.copyto(dur, 0.0, where=fix)
 
 
+def _ip_header(addr: object) -> float:
+    """IP header bytes of an address's family: 40 for IPv6 text (a colon), else 20."""
+    return 40.0 if isinstance(addr, str) and ":" in addr else 20.0
+
+
 def _cap_payload(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray) -> None:
     """In the work array: a direction's payload is at most what its packets carried,
-    ``ip_bytes - pkts * (20 + L4 header)`` (an upper bound: IP/TCP options are not subtracted).
+    ``ip_bytes - pkts * (20 + L4 header)`` (an upper bound: IP/TCP options, and the 20 more bytes
+    of an IPv6 header, are not subtracted).
 
     Zeek derives ``orig_bytes``/``resp_bytes`` from TCP sequence numbers, so with capture loss
     they count bytes the sensor never saw; CICFlowMeter (and eve) count seen packets only. Rows

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 #: Seconds; lower bound of the duration used as the packets/s denominator.
 DURATION_FLOOR = 1e-6
 
-_ZEEK_PAYLOAD = "payload bytes as reported"
-_ZEEK_ZERO = "Zeek, duration unset (= 0): `*_ip_bytes` - pkts*(20+L4 hdr), SYN-only TCP 0"
-_EVE_PAYLOAD = "estimate: bytes - pkts*(14+20+L4 hdr; tcp 20, udp/icmp 8), clamped >= 0"
+_ZEEK_PAYLOAD = "payload bytes as reported, capped at `*_ip_bytes` - pkts*(20+L4 hdr) (sequence-number bytes count what a lossy sensor missed)"
+_ZEEK_ZERO = "Zeek, duration unset (= 0): `*_ip_bytes` - pkts*(IP hdr+L4 hdr), SYN-only TCP 0"
+_EVE_PAYLOAD = "estimate: bytes - pkts*(14+IP hdr+L4 hdr; IP 20, IPv6 40; tcp 20, udp/icmp 8), clamped >= 0"
 _FLAG_ZEEK = "`history` letters -> flag bits (reader)"
 _FLAG_EVE = "`tcp.tcp_flags_ts` \\| `tcp.tcp_flags_tc` (hex)"
 _SYN_ONLY = "0 for a TCP direction that sent SYN without ACK"

@@ -9,9 +9,10 @@ Byte conversion: eve ``bytes_toserver``/``bytes_toclient`` count WHOLE packets,
 including the link-layer header. We assume Ethernet (14 bytes per packet):
 
 * ``orig_ip_bytes = bytes_toserver - 14 * pkts_toserver``, clamped at
-  ``>= 20 * pkts_toserver`` (a minimal IPv4 header per packet); same for resp.
+  ``>= H * pkts_toserver`` (a minimal IP header per packet: H = 20 for IPv4, 40 for IPv6,
+  told apart by a colon in ``src_ip``); same for resp.
 * ``orig_bytes`` (transport payload) is an ESTIMATE:
-  ``ip_bytes - pkts * (20 + transport header)`` with 20 for TCP (options, e.g. the
+  ``ip_bytes - pkts * (H + transport header)`` with 20 for TCP (options, e.g. the
   usual 12-byte timestamp option, are unknown and not subtracted, so TCP payload is
   over-estimated by up to 12-40 bytes per packet), 8 for UDP, 8 for ICMP, 0 for other
   protocols; clamped at 0.
@@ -39,7 +40,6 @@ from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_fu
     _FLOW_FIELDS,
     _MS_ERRORS,
     _PROTO,
-    IP_HDR,
     SOURCE,
     TRANSPORT_HDR,
     _flags,
@@ -49,6 +49,7 @@ from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_fu
     _port,
     _ts_column,
     compute_columns,
+    ip_header,
     parse_ts,
 )
 
@@ -133,14 +134,15 @@ def _record(ev: dict[str, Any]) -> dict[str, Any]:
             resp_p = _port(ev["icmp_code"])
     op = _num(flow.get("pkts_toserver"))
     rp = _num(flow.get("pkts_toclient"))
-    oip = _ip_bytes(_num(flow.get("bytes_toserver")), op)
-    rip = _ip_bytes(_num(flow.get("bytes_toclient")), rp)
-    hdr = IP_HDR + TRANSPORT_HDR.get(proto, 0)
-    app = ev.get("app_proto")
-    service = app if isinstance(app, str) and app and app != "failed" else None
     src, dst = ev.get("src_ip"), ev.get("dest_ip")
     if not isinstance(src, str) or not isinstance(dst, str):
         raise TypeError("missing src_ip/dest_ip")
+    ip_hdr = ip_header(src)
+    oip = _ip_bytes(_num(flow.get("bytes_toserver")), op, ip_hdr)
+    rip = _ip_bytes(_num(flow.get("bytes_toclient")), rp, ip_hdr)
+    hdr = ip_hdr + TRANSPORT_HDR.get(proto, 0)
+    app = ev.get("app_proto")
+    service = app if isinstance(app, str) and app and app != "failed" else None
     tcp = ev.get("tcp") if proto == "tcp" else None
     fid = ev.get("flow_id")
     state, reason = flow.get("state"), flow.get("reason")

@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - exercised where msgspec is absent
 SOURCE = "eve"
 ETH_HDR = 14
 IP_HDR = 20
+#: an IPv6 header is 40 bytes (extension headers are not known and not subtracted)
+IP6_HDR = 40
 TRANSPORT_HDR = {"tcp": 20, "udp": 8, "icmp": 8, "icmp6": 8}
 _PROTO = {"ipv6-icmp": "icmp6", "icmpv6": "icmp6"}
 
@@ -83,8 +85,13 @@ def _flags(tcp: Any, key: str) -> int:
     return int(v, 16) & 0xFF
 
 
-def _ip_bytes(total: float, pkts: float) -> float:
-    return max(total - ETH_HDR * pkts, IP_HDR * pkts)
+def _ip_bytes(total: float, pkts: float, ip_hdr: int = IP_HDR) -> float:
+    return max(total - ETH_HDR * pkts, ip_hdr * pkts)
+
+
+def ip_header(addr: str) -> int:
+    """IP header bytes of an address's family: IPv6 text has a colon, IPv4 none."""
+    return IP6_HDR if ":" in addr else IP_HDR
 
 
 _TS_LEN = 31
@@ -369,11 +376,13 @@ def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: 
     ob, rb = _nums(ob_, typed), _nums(rb_, typed)
     if typed and np.isnan(op + rp + ob + rb).any():  # a None (JSON has no NaN)
         raise TypeError("not a number: None")
-    oip = _pymax(ob - ETH_HDR * op, IP_HDR * op)
-    rip = _pymax(rb - ETH_HDR * rp, IP_HDR * rp)
-    hdr = np.array(_mapped(proto, _hdr, _HDR_MEMO), dtype=np.float64)  # proto: str
+    hdr = np.array(_mapped(proto, _hdr, _HDR_MEMO), dtype=np.float64)  # proto: str; IPv4 header
     if (None in src or None in dst) if typed else (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
         raise TypeError("missing src_ip/dest_ip")
+    ip_hdr = np.fromiter(map(ip_header, src), dtype=np.float64, count=n)  # 20, or 40 for IPv6
+    hdr += ip_hdr - IP_HDR
+    oip = _pymax(ob - ETH_HDR * op, ip_hdr * op)
+    rip = _pymax(rb - ETH_HDR * rp, ip_hdr * rp)
     if None in fids:
         uid = [None if f is None else str(f) for f in fids]
     else:  # typed: ints, whose repr is their str (and skips str's type dispatch)
