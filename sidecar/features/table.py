@@ -12,7 +12,7 @@ from dataclasses import dataclass
 #: Seconds; lower bound of the duration used as the packets/s denominator.
 DURATION_FLOOR = 1e-6
 
-_ZEEK_PAYLOAD = "payload bytes as reported, capped at `*_ip_bytes` - pkts*(20+L4 hdr) (sequence-number bytes count what a lossy sensor missed)"
+_ZEEK_CAP = "Zeek: capped at `*_ip_bytes` - pkts*(20+L4 hdr) (sequence-number bytes count what a lossy sensor missed)"
 _ZEEK_ZERO = "Zeek, duration unset (= 0): `*_ip_bytes` - pkts*(IP hdr+L4 hdr), SYN-only TCP 0"
 _EVE_PAYLOAD = "estimate: bytes - pkts*(14+IP hdr+L4 hdr; IP 20, IPv6 40; tcp 20, udp/icmp 8), clamped >= 0"
 _FLAG_ZEEK = "`history` letters -> flag bits (reader)"
@@ -81,7 +81,7 @@ FEATURES: tuple[Feature, ...] = (
         "`TotLen Fwd Pkts`",
         "`orig_bytes`",
         "`flow.bytes_toserver`, `flow.pkts_toserver`",
-        f"eve: {_EVE_PAYLOAD}; {_ZEEK_ZERO}",
+        f"eve: {_EVE_PAYLOAD}; {_ZEEK_CAP}; {_ZEEK_ZERO}",
     ),
     Feature(
         "log_resp_bytes",
@@ -90,7 +90,7 @@ FEATURES: tuple[Feature, ...] = (
         "`TotLen Bwd Pkts`",
         "`resp_bytes`",
         "`flow.bytes_toclient`, `flow.pkts_toclient`",
-        f"eve: {_EVE_PAYLOAD}; {_ZEEK_ZERO}",
+        f"eve: {_EVE_PAYLOAD}; {_ZEEK_CAP}; {_ZEEK_ZERO}",
     ),
     Feature(
         "orig_bytes_per_pkt",
