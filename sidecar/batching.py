@@ -8,6 +8,12 @@ after its first record arrived, whichever comes first. Batches stay columnar: in
 Every added piece may carry a *tag* (e.g. a source checkpoint position). A tag travels
 with the closed batch that holds the last record of its piece, so a caller that
 commits a tag after handling a closed batch never commits records it has not handled.
+
+A closed batch holds records of one source format only (``FlowBatch.source``): a piece
+whose source differs from the open batch's closes the open batch first. The feature code
+and the scorer read the batch's source (Zeek's unset-duration rule, the flood rule's and
+the capture check's per-source counts), so a Zeek record must not lose its Zeek semantics
+because a Suricata record arrived in the same 50 ms.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class MicroBatcher:
             self._tags.append(tag)
             return []
         out: list[Closed] = []
+        if self._n and self._pieces[0].source != batch.source:
+            out.append(self._close())  # one source format per batch (module docstring)
         start = 0
         while start < n:
             if self._n == 0:

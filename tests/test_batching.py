@@ -102,3 +102,35 @@ def test_bad_parameters() -> None:
         MicroBatcher(0, 50)
     with pytest.raises(ValueError):
         MicroBatcher(10, 0)
+
+
+def test_a_batch_never_mixes_source_formats(real: FlowBatch) -> None:
+    """Zeek + Suricata on one box: the feature code reads the batch's source (Zeek's unset-duration
+    rule) and the scorer counts per source, so records of two formats must not share a batch. Zeek
+    pieces interleaved with real eve pieces get exactly the verdicts of the Zeek log scored alone;
+    in one mixed batch, the Zeek records with an unset duration would not."""
+    from sidecar.scorer import make_scorer
+
+    model = SAMPLES.parent / "model" / "bnn.onnx"
+    eve = FlowBatch.concat(list(read_path(SAMPLES.parent.parent.parent / "tests" / "data" / "lab" / "eve"
+                                          / "benign.eve.json.gz", "auto", ReadStats())))
+    mb = MicroBatcher(1024, 50.0, clock=Clock())
+    closed = []
+    for k, i in enumerate(range(0, len(real), 100)):  # 100 Zeek records, then 20 eve records, ...
+        closed += mb.add(slice_batch(real, i, min(i + 100, len(real))))
+        closed += mb.add(slice_batch(eve, 20 * k, 20 * k + 20))
+    last = mb.flush()
+    closed += [last] if last is not None else []
+    assert [c.batch.source for c in closed] == ["zeek-tsv", "eve"] * 8
+    assert _uids([c.batch for c in closed if c.batch.source == "zeek-tsv"]) == real["uid"].tolist()
+
+    sc, alone = make_scorer(model, "onnx"), make_scorer(model, "onnx").score(real)
+    zeek = [sc.score(c.batch) for c in closed if c.batch.source == "zeek-tsv"]
+    for k in ("score", "malicious", "cls", "stage"):
+        np.testing.assert_array_equal(np.concatenate([getattr(v, k) for v in zeek]), getattr(alone, k))
+    # the hazard this guards against: the same records in one mixed batch score differently
+    unset = np.flatnonzero(np.isnan(real["duration"]))
+    assert len(unset) == 6
+    mixed = make_scorer(model, "onnx").score(FlowBatch.concat([real, eve]))
+    assert mixed.flows.source == "mixed"
+    assert not np.array_equal(mixed.score[unset], alone.score[unset])
