@@ -9,11 +9,12 @@ Every added piece may carry a *tag* (e.g. a source checkpoint position). A tag t
 with the closed batch that holds the last record of its piece, so a caller that
 commits a tag after handling a closed batch never commits records it has not handled.
 
-A closed batch holds records of one source format only (``FlowBatch.source``): a piece
-whose source differs from the open batch's closes the open batch first. The feature code
-and the scorer read the batch's source (Zeek's unset-duration rule, the flood rule's and
-the capture check's per-source counts), so a Zeek record must not lose its Zeek semantics
-because a Suricata record arrived in the same 50 ms.
+A closed batch holds records of one source only: a piece whose format
+(``FlowBatch.source``) or ``key`` (the service passes its source's label) differs from the
+open batch's closes the open batch first. The feature code reads the format (Zeek's
+unset-duration rule), so a Zeek record must not lose its Zeek semantics because a Suricata
+record arrived in the same 50 ms; the scorer counts per source (the flood rule, the capture
+check), so two sensors' records are not pooled.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Closed:
     batch: FlowBatch
     tags: list[Any] = field(default_factory=list)
     opened: float = 0.0
+    #: the ``key`` its pieces were added with (one source's label in the service)
+    key: Any = None
 
 
 def slice_batch(b: FlowBatch, start: int, stop: int) -> FlowBatch:
@@ -60,6 +63,7 @@ class MicroBatcher:
         self._tags: list[Any] = []
         self._n = 0
         self._opened = 0.0
+        self._key: Any = None
 
     @property
     def pending(self) -> int:
@@ -70,8 +74,9 @@ class MicroBatcher:
         """Clock time at which the open batch closes by age; ``None`` when nothing is open."""
         return self._opened + self.max_s if self._n else None
 
-    def add(self, batch: FlowBatch, tag: Any = None, now: float | None = None) -> list[Closed]:
-        """Add records; return the batches that closed by size (usually none or one)."""
+    def add(self, batch: FlowBatch, tag: Any = None, now: float | None = None, key: Any = None) -> list[Closed]:
+        """Add records; return the batches that closed by size or by a change of source (usually none
+        or one). ``key`` names the source of the records (pieces of different keys never share a batch)."""
         now = self.clock() if now is None else now
         n = len(batch)
         if n == 0:
@@ -82,12 +87,13 @@ class MicroBatcher:
             self._tags.append(tag)
             return []
         out: list[Closed] = []
-        if self._n and self._pieces[0].source != batch.source:
-            out.append(self._close())  # one source format per batch (module docstring)
+        if self._n and (self._key != key or self._pieces[0].source != batch.source):
+            out.append(self._close())  # one source per batch (module docstring)
         start = 0
         while start < n:
             if self._n == 0:
                 self._opened = now
+                self._key = key
             take = min(self.max_records - self._n, n - start)
             piece = batch if (start == 0 and take == n) else slice_batch(batch, start, start + take)
             self._pieces.append(piece)
@@ -118,6 +124,6 @@ class MicroBatcher:
         return self._close()
 
     def _close(self) -> Closed:
-        c = Closed(FlowBatch.concat(self._pieces), self._tags, self._opened)
+        c = Closed(FlowBatch.concat(self._pieces), self._tags, self._opened, self._key)
         self._pieces, self._tags, self._n = [], [], 0
         return c

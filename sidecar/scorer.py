@@ -84,8 +84,8 @@ class Scorer:
     #: does a source's sensor see every packet twice? (:mod:`sidecar.features.capture`)
     capture: DuplicateCheck = field(default_factory=DuplicateCheck)
     _ignore: NetworkSet | None = field(default=None, repr=False)
-    #: one flood-rule counter per source tag (``FlowBatch.source``): Zeek and Suricata watching the
-    #: same link report every flow twice, so their records are not counted together
+    #: one flood-rule counter per source (the service's source label, else ``FlowBatch.source``): Zeek
+    #: and Suricata watching the same link report every flow twice, so their records are not counted together
     _counters: dict[str, RateCounter] = field(default_factory=dict, repr=False)
     _lut: tuple[int, np.ndarray] | bool | None = field(default=None, repr=False)  # screen lookup table
 
@@ -146,16 +146,20 @@ class Scorer:
         """Forget the flood rule's counts (a new, unrelated input: another file, another capture)."""
         self._counters.clear()
 
-    def score(self, batch: FlowBatch) -> VerdictBatch:
+    def score(self, batch: FlowBatch, source: str | None = None) -> VerdictBatch:
+        """Verdicts for one batch. ``source`` names where the records came from (the service passes its
+        source's label); the flood rule and the capture check count per source, by default per format
+        (``batch.source``)."""
+        tag = batch.source if source is None else source
         x = extract(batch)
-        self.capture.update(batch.source, x)
+        self.capture.update(tag, x)
         cascade = getattr(self.engine, "run_cascade", None)  # engines that can skip stage 2 per row
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
         if self.rate.enabled:
-            counter = self._counters.get(batch.source)
+            counter = self._counters.get(tag)
             if counter is None:
-                counter = self._counters[batch.source] = RateCounter(self.rate.window_s)
+                counter = self._counters[tag] = RateCounter(self.rate.window_s)
             hot = counter.update(batch) >= self.rate.threshold
             if self.rate.ignore and hot.any():
                 if self._ignore is None:

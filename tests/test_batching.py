@@ -134,3 +134,13 @@ def test_a_batch_never_mixes_source_formats(real: FlowBatch) -> None:
     mixed = make_scorer(model, "onnx").score(FlowBatch.concat([real, eve]))
     assert mixed.flows.source == "mixed"
     assert not np.array_equal(mixed.score[unset], alone.score[unset])
+
+
+def test_pieces_of_two_sources_of_one_format_do_not_share_a_batch(real: FlowBatch) -> None:
+    mb = MicroBatcher(1024, 50.0, clock=Clock())
+    closed = mb.add(slice_batch(real, 0, 10), key="zeek-a")
+    closed += mb.add(slice_batch(real, 10, 20), key="zeek-a")
+    closed += mb.add(slice_batch(real, 20, 25), key="zeek-b")
+    assert [(c.key, len(c.batch)) for c in closed] == [("zeek-a", 20)]
+    last = mb.flush()
+    assert last is not None and (last.key, len(last.batch)) == ("zeek-b", 5)

@@ -149,11 +149,11 @@ def test_a_batch_the_scorer_rejects_is_counted_and_the_rest_scored(tmp_path: Pat
     calls = []
 
     class Flaky(Scorer):  # the real scorer, with one injected failure
-        def score(self, batch: FlowBatch) -> VerdictBatch:
+        def score(self, batch: FlowBatch, source: str | None = None) -> VerdictBatch:
             calls.append(len(batch))
             if len(calls) == 2:  # the second micro-batch
                 raise ModelError("injected failure")
-            return super().score(batch)
+            return super().score(batch, source)
 
     log = tmp_path / "conn.log"
     log.write_bytes((SAMPLES / "horizontal-portscan.conn.log").read_bytes())
@@ -164,3 +164,50 @@ def test_a_batch_the_scorer_rejects_is_counted_and_the_rest_scored(tmp_path: Pat
     acc = svc.run()
     assert acc["rejected"] == {"score-error": 8} and acc["scored"] == 33 and acc["inflight"] == 0
     assert len(sink.rows) == 33
+
+
+class CollectSink(QuietSink):
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+
+    def write(self, v: VerdictBatch) -> None:
+        self.rows += v.flows["uid"].tolist()
+
+
+class ReplayFlows:
+    """Yields real flow batches, like a file source that has read its records."""
+
+    def __init__(self, batches: list[FlowBatch]) -> None:
+        self.batches = batches
+        self.stats = ReadStats()
+
+    def __iter__(self) -> Iterator[FlowBatch]:
+        for b in self.batches:
+            self.stats.read += len(b)
+            self.stats.emitted += len(b)
+            yield b
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_capture_check_and_the_flood_rule_count_per_source(shared: Path) -> None:
+    """Two Zeek sensors: one sees every packet twice (CTU mixed 012), one does not (IoT-23 34-1). The
+    service names the duplicating one, not both, and each sensor's flood counts are its own."""
+    def load(rel: str) -> list[FlowBatch]:
+        return list(read_path(shared / "zeek-labeled" / rel / "conn.log.labeled.gz", "auto", ReadStats(), batch_size=500))
+
+    dup, clean = load("stratosphere-security-datasets-for-testing/012-zeek-mixed"), load("iot-23/CTU-IoT-Malware-Capture-34-1")
+    sc = make_scorer(DEFAULT_MODEL, "onnx")
+    sink = CollectSink()
+    svc = Service([("sensor-a", ReplayFlows(dup)), ("sensor-b", ReplayFlows(clean))], [("s", sink)], sc,
+                  batch_ms=5)
+    acc = svc.run()
+    assert acc["scored"] == len(sink.rows) == sum(map(len, dup)) + sum(map(len, clean))
+    got = sc.capture.summary()
+    assert set(got) == {"sensor-a", "sensor-b"}
+    assert got["sensor-a"]["duplicating"] and got["sensor-a"]["twin_syn"] > 2000
+    assert not got["sensor-b"]["duplicating"] and got["sensor-b"]["twin_syn"] == 0
+    assert set(sc._counters) == {"sensor-a", "sensor-b"}

@@ -163,7 +163,7 @@ class Service:
         if len(c.batch):
             t0 = time.perf_counter()
             try:
-                v = self.scorer.score(c.batch)
+                v = self.scorer.score(c.batch, source=c.key)
             except Exception as exc:  # a batch the model cannot take must not stop the service
                 self._reject(c, exc)
                 return
@@ -249,7 +249,7 @@ class Service:
                 elif isinstance(item, FlowBatch):
                     if len(item):
                         last_activity = time.monotonic()
-                    for c in self.batcher.add(item, None if tok is None else (idx, tok)):
+                    for c in self.batcher.add(item, None if tok is None else (idx, tok), key=self.sources[idx][0]):
                         self._handle_closed(c)
                 aged = self.batcher.poll()
                 if aged is not None:
