@@ -30,15 +30,16 @@ def scorer() -> Scorer:
     return make_scorer(DEFAULT_MODEL, "numpy")
 
 
-class ReplayVerdicts:
-    """Yields ready-made verdict batches, like a ZeroMQ collector source."""
+class Replay:
+    """Yields ready batches: verdicts, like a ZeroMQ collector source, or flows, like a file source
+    that has read its records."""
 
-    def __init__(self, batches: list[VerdictBatch]) -> None:
+    def __init__(self, batches: list[VerdictBatch] | list[FlowBatch]) -> None:
         self.batches = batches
         self.stats = ReadStats()
         self.reconnects = 2
 
-    def __iter__(self) -> Iterator[VerdictBatch]:
+    def __iter__(self) -> Iterator[VerdictBatch | FlowBatch]:
         for b in self.batches:
             self.stats.read += len(b)
             self.stats.emitted += len(b)
@@ -70,7 +71,7 @@ def test_verdicts_pass_through_and_back_pressure(scorer: Scorer, tmp_path: Path)
     fol.once = True
     sink = SlowSink()
     metrics = Metrics()
-    svc = Service([("zmq", ReplayVerdicts(ready)), ("conn", fol)], [("slow", sink)], scorer,
+    svc = Service([("zmq", Replay(ready)), ("conn", fol)], [("slow", sink)], scorer,
                   batch_max=8, batch_ms=5, queue_batches=1, metrics=metrics)
     acc = svc.run()
     text = generate_latest(metrics.registry).decode()
@@ -176,23 +177,6 @@ class CollectSink(QuietSink):
         self.rows += v.flows["uid"].tolist()
 
 
-class ReplayFlows:
-    """Yields real flow batches, like a file source that has read its records."""
-
-    def __init__(self, batches: list[FlowBatch]) -> None:
-        self.batches = batches
-        self.stats = ReadStats()
-
-    def __iter__(self) -> Iterator[FlowBatch]:
-        for b in self.batches:
-            self.stats.read += len(b)
-            self.stats.emitted += len(b)
-            yield b
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_capture_check_and_the_flood_rule_count_per_source(shared: Path) -> None:
     """Two Zeek sensors: one sees every packet twice (CTU mixed 012), one does not (IoT-23 34-1). The
     service names the duplicating one, not both, and each sensor's flood counts are its own."""
@@ -202,7 +186,7 @@ def test_the_capture_check_and_the_flood_rule_count_per_source(shared: Path) -> 
     dup, clean = load("stratosphere-security-datasets-for-testing/012-zeek-mixed"), load("iot-23/CTU-IoT-Malware-Capture-34-1")
     sc = make_scorer(DEFAULT_MODEL, "onnx")
     sink = CollectSink()
-    svc = Service([("sensor-a", ReplayFlows(dup)), ("sensor-b", ReplayFlows(clean))], [("s", sink)], sc,
+    svc = Service([("sensor-a", Replay(dup)), ("sensor-b", Replay(clean))], [("s", sink)], sc,
                   batch_ms=5)
     acc = svc.run()
     assert acc["scored"] == len(sink.rows) == sum(map(len, dup)) + sum(map(len, clean))
