@@ -36,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import LAB_DIR, MODEL, ROOT, SOURCES, counter_str, fmt_rate, load_lab, rate, read_all, shared_dir
 
+from sidecar.features.capture import MIN_ATTEMPTS, DuplicateCheck
 from sidecar.features.labels import family, zeek_family
 from sidecar.features.rate import RateRule
+from sidecar.features.schema import extract
 from sidecar.scorer import Scorer, make_scorer
 from sidecar.train.label_audit import SUSPECTS, suspect_mask
 from sidecar.verdict import STAGE_RATE
@@ -146,8 +148,12 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
                               "n_suspect": int((m & sus).sum()), "flagged_suspect": int((m & sus & mal).sum()),
                               "flagged_model_suspect": int((m & sus & model).sum())}
         fams = np.asarray([zeek_family(x) for x in labels.tolist()], dtype=object)
+        health = DuplicateCheck()  # does this capture's sensor see every packet twice?
+        health.update(cap, extract(batch))
         out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows,
-                                                "outcomes": _outcomes(batch, fams, sus, model)}
+                                                "outcomes": _outcomes(batch, fams, sus, model),
+                                                "capture": health.summary().get(cap, {"unanswered_syn": 0, "twin_syn": 0,
+                                                                                      "share": 0.0, "duplicating": False})}
     return out
 
 
@@ -241,6 +247,16 @@ def markdown(res: dict[str, Any]) -> str:
             L.append(f"| {cap} | {lab_name} | {c['family'] or '(not ground truth)'} | {c['n']} | "
                      f"{fmt_rate(c['rate'])} | {counter_str(Counter(c['classes']))} | {ns or ''} | "
                      f"{fmt_rate(rate(c.get('flagged_suspect', 0), ns)) if ns else ''} |")
+    L += ["", "### Capture health per Zeek capture (`sidecar/features/capture.py`)", "",
+          "Unanswered SYN-only TCP records of 1-2 packets, and the \"twins\" among them: two packets < 100 µs apart, "
+          "one packet seen twice (a retransmission comes a second later). The sidecar warns at >= 100 attempts "
+          "and >= half twins.", "",
+          "| capture | unanswered SYN attempts | twins | share | sees every packet twice |", "|---|---|---|---|---|"]
+    for cap, d in zk.items():
+        h = d.get("capture", {})
+        n_att = h.get("unanswered_syn", 0)
+        verdict = "yes" if h.get("duplicating") else "no" if n_att >= MIN_ATTEMPTS else f"too few attempts (< {MIN_ATTEMPTS})"
+        L.append(f"| {cap} | {n_att} | {h.get('twin_syn', 0)} | {h.get('share', 0.0):.3f} | {verdict} |")
     L += ["", "Suspect labels (`sidecar/train/label_audit.py`; kept in every other figure, left out only in the "
           "\"audited labels\" column):", ""]
     L += [f"* `{s.capture}`, label `{s.label}`, responder {s.resp_h}" + (f":{s.resp_p}" if s.resp_p else "")
