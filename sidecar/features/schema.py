@@ -59,7 +59,7 @@ from itertools import repeat
 import numpy as np
 
 from sidecar.features.table import DURATION_FLOOR, FEATURE_NAMES, FEATURES, Feature
-from sidecar.flow import ACK, FIN, PSH, RST, SYN, FlowBatch
+from sidecar.flow import ACK, FIN, IP_HDR, PSH, RST, SYN, FlowBatch, ip_header_bytes
 
 __all__ = [
     "DURATION_FLOOR",
@@ -178,17 +178,23 @@ def _proto_codes(proto: np.ndarray) -> np.ndarray:
         return np.fromiter(map(_proto_code, proto), dtype=np.intp, count=len(proto))
 
 
-def _zeek_fix(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray, syn_only: np.ndarray) -> None:
+def _ip_byte_cols(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """``[2, n]`` float64: IP-layer bytes per direction (NaN where the source has none, e.g. CIC)."""
+    return np.array((cols["orig_ip_bytes"], cols["resp_ip_bytes"]), dtype=np.float64)
+
+
+def _zeek_fix(
+    w: np.ndarray, ipb: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray, syn_only: np.ndarray
+) -> None:
     """In the work array: Zeek rows with unset duration but both packet counts known get
-    duration 0 and, where missing, payload bytes estimated from the IP bytes."""
+    duration 0 and, where missing, payload bytes estimated from the IP bytes ``ipb``."""
     dur, pk = w[_W_DUR], w[_W_OP : _W_RP + 1]
     fix = np.isnan(dur) & np.isfinite(pk[0]) & np.isfinite(pk[1])
     rows = np.flatnonzero(fix)
     if not len(rows):
         return
-    ipb = np.array((cols["orig_ip_bytes"], cols["resp_ip_bytes"]), dtype=np.float64)
-    ip_hdr = np.full(len(dur), 20.0)
-    ip_hdr[rows] = [_ip_header(a) for a in cols["orig_h"][rows]]  # 40 for IPv6 (only the rows fixed)
+    ip_hdr = np.full(len(dur), float(IP_HDR))
+    ip_hdr[rows] = [ip_header_bytes(a) for a in cols["orig_h"][rows]]  # 40 for IPv6 (only the rows fixed)
     est = np.maximum(ipb - pk * (ip_hdr + _L4_HDR[codes]), 0.0)  # NaN if IP bytes or proto unknown
     np.copyto(est, 0.0, where=syn_only | (pk == 0))
     pay = w[_W_OB : _W_RB + 1]
@@ -196,12 +202,7 @@ def _zeek_fix(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray, syn
     np.copyto(dur, 0.0, where=fix)
 
 
-def _ip_header(addr: object) -> float:
-    """IP header bytes of an address's family: 40 for IPv6 text (a colon), else 20."""
-    return 40.0 if isinstance(addr, str) and ":" in addr else 20.0
-
-
-def _cap_payload(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray) -> None:
+def _cap_payload(w: np.ndarray, ipb: np.ndarray, codes: np.ndarray) -> None:
     """In the work array: a direction's payload is at most what its packets carried,
     ``ip_bytes - pkts * (20 + L4 header)`` (an upper bound: IP/TCP options, and the 20 more bytes
     of an IPv6 header, are not subtracted).
@@ -209,8 +210,7 @@ def _cap_payload(w: np.ndarray, cols: dict[str, np.ndarray], codes: np.ndarray) 
     Zeek derives ``orig_bytes``/``resp_bytes`` from TCP sequence numbers, so with capture loss
     they count bytes the sensor never saw; CICFlowMeter (and eve) count seen packets only. Rows
     without IP bytes (CIC) or packet counts are unchanged; a missing payload stays missing."""
-    ipb = np.array((cols["orig_ip_bytes"], cols["resp_ip_bytes"]), dtype=np.float64)
-    cap = ipb - w[_W_OP : _W_RP + 1] * (20.0 + _L4_HDR[codes])  # NaN if any input is unknown
+    cap = ipb - w[_W_OP : _W_RP + 1] * (IP_HDR + _L4_HDR[codes])  # NaN if any input is unknown
     np.maximum(cap, 0.0, out=cap)
     pay = w[_W_OB : _W_RB + 1]
     with np.errstate(invalid="ignore"):
@@ -237,7 +237,7 @@ def zeek_zero_duration(
     """Zeek rows with unset duration but known packet counts: duration 0, payload from IP bytes."""
     codes = _proto_codes(batch["proto"])
     w = np.array((dur, op, rp, ob, rb), dtype=np.float64)
-    _zeek_fix(w, batch.cols, codes, _syn_only(batch.cols, codes == 1)[1])
+    _zeek_fix(w, _ip_byte_cols(batch.cols), batch.cols, codes, _syn_only(batch.cols, codes == 1)[1])
     return w[_W_DUR], w[_W_OB], w[_W_RB]
 
 
@@ -248,9 +248,10 @@ def extract(batch: FlowBatch) -> np.ndarray:
     codes = _proto_codes(cols["proto"])
     fcode, syn_only = _syn_only(cols, codes == 1)
     w = _work(cols)
+    ipb = _ip_byte_cols(cols)
     if batch.source in ZEEK_SOURCES:
-        _zeek_fix(w, cols, codes, syn_only)
-    _cap_payload(w, cols, codes)
+        _zeek_fix(w, ipb, cols, codes, syn_only)
+    _cap_payload(w, ipb, codes)
     # a TCP direction that sent SYN but never ACK carried no payload (estimates count the SYN's options)
     pay = w[_W_OB : _W_RB + 1]
     pay[syn_only & (pay == pay)] = 0.0

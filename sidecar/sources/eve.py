@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sidecar.flow import FlowBatch
+from sidecar.flow import FlowBatch, ip_header_bytes
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import is_gzip, open_records
@@ -49,7 +49,6 @@ from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_fu
     _port,
     _ts_column,
     compute_columns,
-    ip_header,
     parse_ts,
 )
 
@@ -137,7 +136,7 @@ def _record(ev: dict[str, Any]) -> dict[str, Any]:
     src, dst = ev.get("src_ip"), ev.get("dest_ip")
     if not isinstance(src, str) or not isinstance(dst, str):
         raise TypeError("missing src_ip/dest_ip")
-    ip_hdr = ip_header(src)
+    ip_hdr = ip_header_bytes(src)
     oip = _ip_bytes(_num(flow.get("bytes_toserver")), op, ip_hdr)
     rip = _ip_bytes(_num(flow.get("bytes_toclient")), rp, ip_hdr)
     hdr = ip_hdr + TRANSPORT_HDR.get(proto, 0)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from sidecar.flow import IP_HDR, ip_header_bytes
+
 try:  # optional: decodes flow lines straight into typed structs, faster than orjson dicts
     import msgspec as _msgspec
 except ImportError:  # pragma: no cover - exercised where msgspec is absent
@@ -25,9 +27,6 @@ except ImportError:  # pragma: no cover - exercised where msgspec is absent
 
 SOURCE = "eve"
 ETH_HDR = 14
-IP_HDR = 20
-#: an IPv6 header is 40 bytes (extension headers are not known and not subtracted)
-IP6_HDR = 40
 TRANSPORT_HDR = {"tcp": 20, "udp": 8, "icmp": 8, "icmp6": 8}
 _PROTO = {"ipv6-icmp": "icmp6", "icmpv6": "icmp6"}
 
@@ -87,11 +86,6 @@ def _flags(tcp: Any, key: str) -> int:
 
 def _ip_bytes(total: float, pkts: float, ip_hdr: int = IP_HDR) -> float:
     return max(total - ETH_HDR * pkts, ip_hdr * pkts)
-
-
-def ip_header(addr: str) -> int:
-    """IP header bytes of an address's family: IPv6 text has a colon, IPv4 none."""
-    return IP6_HDR if ":" in addr else IP_HDR
 
 
 _TS_LEN = 31
@@ -240,7 +234,7 @@ def _mapped(vals: Sequence[Any], fn: Any, memo: dict[Any, Any] | None = None) ->
 
 
 _MEMO_MAX = 4096
-#: :func:`_mapped` memos: typed proto, header bytes per proto, service, tcp flags
+#: :func:`_mapped` memos: typed proto, transport header bytes per proto, service, tcp flags
 _SERVICE_MEMO: dict[Any, str | None] = {}
 _FLAGS_MEMO: dict[Any, int] = {}
 _PROTO_MEMO: dict[Any, str] = {}
@@ -248,7 +242,7 @@ _HDR_MEMO: dict[Any, int] = {}
 
 
 def _hdr(p: str) -> int:
-    return IP_HDR + TRANSPORT_HDR.get(p, 0)
+    return TRANSPORT_HDR.get(p, 0)
 
 
 def _proto(v: Any) -> str:
@@ -376,11 +370,10 @@ def compute_columns(raw: Sequence[Sequence[Any]], raws: Sequence[bytes], typed: 
     ob, rb = _nums(ob_, typed), _nums(rb_, typed)
     if typed and np.isnan(op + rp + ob + rb).any():  # a None (JSON has no NaN)
         raise TypeError("not a number: None")
-    hdr = np.array(_mapped(proto, _hdr, _HDR_MEMO), dtype=np.float64)  # proto: str; IPv4 header
     if (None in src or None in dst) if typed else (set(map(type, src)) != {str} or set(map(type, dst)) != {str}):
         raise TypeError("missing src_ip/dest_ip")
-    ip_hdr = np.fromiter(map(ip_header, src), dtype=np.float64, count=n)  # 20, or 40 for IPv6
-    hdr += ip_hdr - IP_HDR
+    ip_hdr = np.fromiter(map(ip_header_bytes, src), dtype=np.float64, count=n)  # 20, or 40 for IPv6
+    hdr = ip_hdr + np.array(_mapped(proto, _hdr, _HDR_MEMO), dtype=np.float64)  # + transport header
     oip = _pymax(ob - ETH_HDR * op, ip_hdr * op)
     rip = _pymax(rb - ETH_HDR * rp, ip_hdr * rp)
     if None in fids:
