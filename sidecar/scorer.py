@@ -157,31 +157,40 @@ class Scorer:
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
         if self.rate.enabled:
-            counter = self._counters.get(tag)
-            if counter is None:
-                counter = self._counters[tag] = RateCounter(self.rate.window_s)
-            hot = counter.update(batch) >= self.rate.threshold
-            if self.rate.ignore and hot.any():
-                if self._ignore is None:
-                    self._ignore = NetworkSet(self.rate.ignore)
-                idx = np.flatnonzero(hot)
-                spared = idx[self._ignore.contains(batch["orig_h"][idx])]
-                hot[spared] = False
-                self.rate_ignored += int(np.count_nonzero(~mal[spared]))
-            if hot.any():
-                # a "scan" that hits one service this often is a flood (scans spread over ports/hosts)
-                both = np.flatnonzero(hot & mal)
-                relabel = both[cls[both] == SCAN_CLASS]
-                hot &= ~mal
-                mal = mal | hot
-                cls[hot] = RATE_CLASS
-                cls[relabel] = RATE_CLASS
-                stage[hot] = STAGE_RATE
-                self.rate_flagged += int(np.count_nonzero(hot))
-                self.rate_relabelled += len(relabel)
+            mal = self._flood_rule(batch, tag, mal, cls, stage)
         self.scored += len(batch)
         self.flagged.update(cls[mal].tolist())
         return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
+
+    def _flood_rule(
+        self, batch: FlowBatch, tag: str, mal: np.ndarray, cls: np.ndarray, stage: np.ndarray
+    ) -> np.ndarray:
+        """Count the batch into ``tag``'s flood counter; flag (stage 3, ``RATE_CLASS``) the flows the
+        model called benign whose count reaches the threshold, and re-class the model's ``scan``
+        verdicts among them. ``cls`` and ``stage`` change in place; returns the new malicious mask."""
+        counter = self._counters.get(tag)
+        if counter is None:
+            counter = self._counters[tag] = RateCounter(self.rate.window_s)
+        hot = counter.update(batch) >= self.rate.threshold
+        if self.rate.ignore and hot.any():
+            if self._ignore is None:
+                self._ignore = NetworkSet(self.rate.ignore)
+            idx = np.flatnonzero(hot)
+            spared = idx[self._ignore.contains(batch["orig_h"][idx])]
+            hot[spared] = False
+            self.rate_ignored += int(np.count_nonzero(~mal[spared]))
+        if not hot.any():
+            return mal
+        # a "scan" that hits one service this often is a flood (scans spread over ports/hosts)
+        both = np.flatnonzero(hot & mal)
+        relabel = both[cls[both] == SCAN_CLASS]
+        hot &= ~mal
+        cls[hot] = RATE_CLASS
+        cls[relabel] = RATE_CLASS
+        stage[hot] = STAGE_RATE
+        self.rate_flagged += int(np.count_nonzero(hot))
+        self.rate_relabelled += len(relabel)
+        return mal | hot
 
 
 def make_scorer(
