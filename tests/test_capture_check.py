@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from zeek_cut import cut
 
 from sidecar.features.capture import MIN_ATTEMPTS, DuplicateCheck
 from sidecar.features.schema import extract
@@ -26,22 +27,21 @@ def _batches(path: Path, size: int = 1024) -> list[FlowBatch]:
 
 
 def _raw_twins(path: Path) -> tuple[int, int]:
-    """Independent count from the raw conn.log text: (unanswered 1-2 packet SYN attempts, twins)."""
+    """Independent count from the raw conn.log text (tests/zeek_cut.py): (unanswered 1-2 packet SYN
+    attempts, twins)."""
     import gzip
 
     att = twins = 0
+    cols = ("proto", "history", "orig_pkts", "resp_pkts", "duration")
     with gzip.open(path, "rt") as fh:
-        for line in fh:
-            if line.startswith("#"):
-                continue
-            f = line.rstrip("\n").split("\t")
-            # proto, conn_state, history, orig_pkts, resp_pkts, duration (fields 7, 12, 16, 17, 19, 9)
-            syn_only = "S" in f[15] and not set(f[15]) & set("HhAaDdFfRr")  # e.g. "S", "Sc" (bad checksum)
-            if f[6] != "tcp" or not syn_only or f[18] != "0" or f[16] not in ("1", "2"):
+        for line in cut(fh, cols):
+            proto, hist, op, rp, dur = line.split("\t")
+            syn_only = "S" in hist and not set(hist) & set("HhAaDdFfRr")  # e.g. "S", "Sc" (bad checksum)
+            if proto != "tcp" or not syn_only or rp != "0" or op not in ("1", "2"):
                 continue
             att += 1
             # Zeek leaves the duration unset ("-") when both packets carry the same timestamp: 0
-            twins += f[16] == "2" and (f[8] == "-" or float(f[8]) < 1e-4)
+            twins += op == "2" and (dur == "-" or float(dur) < 1e-4)
     return att, twins
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zeek_cut import cut
 
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import ACK, SYN, FlowBatch
@@ -30,19 +31,14 @@ def _read(path: Path) -> FlowBatch:
     return FlowBatch.concat(batches)
 
 
+RAW = ("uid", "proto", "duration", "resp_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes")
+
+
 def _raw_tcp_rows(path: Path) -> dict[str, dict[str, str]]:
-    """uid -> raw conn.log fields of the TCP rows with a duration, read with plain text splitting."""
-    rows: dict[str, dict[str, str]] = {}
-    names: list[str] = []
+    """uid -> raw conn.log fields of the TCP rows with a duration, read with tests/zeek_cut.py."""
     with gzip.open(path, "rt") as fh:
-        for line in fh:
-            if line.startswith("#fields"):
-                names = line.rstrip("\n").split("\t")[1:]
-            elif not line.startswith("#"):
-                r = dict(zip(names, line.rstrip("\n").split("\t"), strict=False))
-                if r["proto"] == "tcp" and r["duration"] != "-":
-                    rows[r["uid"]] = r
-    return rows
+        rows = (dict(zip(RAW, line.split("\t"), strict=True)) for line in cut(fh, RAW))
+        return {r["uid"]: r for r in rows if r["proto"] == "tcp" and r["duration"] != "-"}
 
 
 def test_lossy_zeek_payload_capped_by_ip_bytes(shared: Path) -> None:
