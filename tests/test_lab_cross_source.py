@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "tests" / "data" / "lab"
 
@@ -74,3 +76,28 @@ def test_flood_rule_adds_to_the_model_only_where_a_client_hammers_one_service() 
         assert on["families"]["benign"][src]["flagged"] == off["families"]["benign"][src]["flagged"]
         for f, d in off["families"].items():
             assert d[src]["flagged"] == d[src]["flagged_model"], f
+
+
+def test_whatif_rules_start_from_the_shipped_verdicts_and_remove_only_what_they_say() -> None:
+    """scripts/lab/whatif_rules.py (CROSS_SOURCE.md item 11): its "shipped" column is the verdict
+    cross_source.py reports, and each rule only removes model verdicts of its own kind: the scan veto
+    the ``scan`` verdicts on flows with payload both ways (counted here from the raw byte columns)."""
+    cs = _load("cross_source")
+    wr = _load("whatif_rules")
+    from sidecar.scorer import make_scorer
+
+    scorer = make_scorer(ROOT / "sidecar" / "data" / "model" / "bnn.onnx")
+    sets = {(ls.capture, ls.source): ls for ls in wr.load_lab(LAB)}
+    for key in (("benign", "eve"), ("ddos", "csv")):
+        ls = sets[key]
+        v = wr.verdicts(ls.batch, "onnx")
+        mal, cls, model = cs._score(scorer, ls.batch)
+        assert np.array_equal(v["shipped"], mal)
+        two_way = (np.nan_to_num(ls.batch["orig_bytes"]) > 0) & (np.nan_to_num(ls.batch["resp_bytes"]) > 0)
+        assert np.array_equal(v["shipped"] & ~v["scan-veto"], model & (cls == "scan") & two_way)
+        assert not (v["dos-gate"] & ~v["shipped"]).any()
+        assert np.isin(cls[v["shipped"] & ~v["dos-gate"]], ["dos", "ddos"]).all()
+    # the lab benign capture has scan verdicts on two-way flows, so the veto is not vacuous there
+    ben = sets[("benign", "eve")]
+    vb = wr.verdicts(ben.batch, "onnx")
+    assert (vb["shipped"] & ~vb["scan-veto"]).sum() >= 10
