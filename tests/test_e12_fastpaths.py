@@ -23,7 +23,7 @@ import orjson
 import pytest
 from test_e2_chunks import _render as _render_e2
 
-from sidecar.sources import eve, eve_chunks, eve_columns
+from sidecar.sources import eve, eve_chunks, eve_columns, eve_time
 
 pytest.importorskip("msgspec")
 
@@ -144,7 +144,7 @@ def _same_ts(vals: tuple[Any, ...], typed: bool) -> None:
         except Exception as e:  # the exception type is what must match
             return type(e)
 
-    assert run(eve_columns._ts_column) == run(eve_columns._ts_column_general), vals[:4]
+    assert run(eve_time._ts_column) == run(eve_time._ts_column_general), vals[:4]
 
 
 def _stamp(rng: random.Random, day: int, zone: str) -> str:
@@ -201,8 +201,8 @@ def test_ts_column_equals_general_on_generated_stamps() -> None:
             _same_ts(tuple(vals), False)
             ok = [v for v in vals if v not in bad and len(v) == 31]
             if ok:  # and both equal parse_ts, the per-value reference
-                want = [eve_columns.parse_ts(v) for v in ok]
-                assert eve_columns._ts_column(tuple(ok), True).tolist() == want
+                want = [eve_time.parse_ts(v) for v in ok]
+                assert eve_time._ts_column(tuple(ok), True).tolist() == want
     for b in bad:
         _same_ts((b,), True)
         _same_ts((b, "2021-06-06T10:00:00.000000+0000"), True)

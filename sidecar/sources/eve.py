@@ -34,7 +34,7 @@ from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import is_gzip, open_records
 from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
-from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_full, _ts_column re-exported
+from sidecar.sources.eve_columns import (
     _DECODER,
     _EV_FIELDS,
     _FLOW_FIELDS,
@@ -45,12 +45,10 @@ from sidecar.sources.eve_columns import (  # noqa: F401 - parse_ts, _parse_ts_fu
     _flags,
     _ip_bytes,
     _num,
-    _parse_ts_full,
     _port,
-    _ts_column,
     compute_columns,
-    parse_ts,
 )
+from sidecar.sources.eve_time import _parse_ts_full, _ts_column, parse_ts  # noqa: F401 - re-exported
 
 # --- rows of the line-by-line reader -------------------------------------------------
 _EMPTY: dict[str, Any] = {}
