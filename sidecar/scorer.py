@@ -81,6 +81,11 @@ class Scorer:
     rate_ignored: int = 0
     #: flows the model flagged as ``scan`` that the flood rule's count re-classed as ``dos``
     rate_relabelled: int = 0
+    #: flag a flow only when the family head agrees it is an attack (its most likely family is not
+    #: benign): fewer benign alerts and fewer scans (model card, "Operating points"); off by default
+    family_agreement: bool = False
+    #: flows both BNNs flagged that ``family_agreement`` left benign (the family head said benign)
+    family_vetoed: int = 0
     #: does a source's sensor see every packet twice? (:mod:`sidecar.features.capture`)
     capture: DuplicateCheck = field(default_factory=DuplicateCheck)
     _ignore: NetworkSet | None = field(default=None, repr=False)
@@ -99,6 +104,10 @@ class Scorer:
         mal = screen & (p2_all >= m.threshold2)
         fam = np.asarray(out.fam_logits)
         best_any = fam.argmax(axis=1)
+        if self.family_agreement:
+            veto = mal & (best_any == 0)
+            self.family_vetoed += int(np.count_nonzero(veto))
+            mal &= ~veto
         best_attack = fam[:, 1:].argmax(axis=1) + 1 if fam.shape[1] > 1 else best_any
         idx = np.where(mal, np.where(best_any == 0, best_attack, best_any), 0)
         names = np.asarray(m.families, dtype=object)
@@ -194,7 +203,11 @@ class Scorer:
 
 
 def make_scorer(
-    model_path: str | Path, engine: str = "onnx", rate: RateRule | None = None, threshold: float | None = None
+    model_path: str | Path,
+    engine: str = "onnx",
+    rate: RateRule | None = None,
+    threshold: float | None = None,
+    family_agreement: bool = False,
 ) -> Scorer:
     """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`.
 
@@ -217,4 +230,5 @@ def make_scorer(
             f"{model_path}: model features {meta.features} do not match this sidecar's feature schema "
             f"{list(FEATURE_NAMES)}; retrain or upgrade"
         )
-    return Scorer(eng, meta, load.sha256_file(model_path)[:12], rate=RateRule() if rate is None else rate)
+    return Scorer(eng, meta, load.sha256_file(model_path)[:12], rate=RateRule() if rate is None else rate,
+                  family_agreement=family_agreement)

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _load() -> ModuleType:
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("config_study", REPO / "scripts" / "config_study.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.path.remove(str(REPO / "scripts" / "lab"))
-    return mod
+    return load_script("scripts/config_study.py")
 
 
 @pytest.fixture(scope="module")

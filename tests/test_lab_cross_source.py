@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "tests" / "data" / "lab"
 
 
 def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "scripts" / "lab"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "lab" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(ROOT / "scripts" / "lab"))
+    return load_script(f"scripts/lab/{name}.py")
 
 
 def test_every_lab_record_is_scored_and_counted(tmp_path: Path) -> None:

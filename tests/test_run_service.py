@@ -140,6 +140,7 @@ path = "{out}"
                           and m.get("bnn_sidecar_records_inflight") == 0)
         assert _total(m, "bnn_sidecar_verdicts_total") == 766
         assert m["bnn_sidecar_flood_rule_flagged_total"] == 0  # the sample holds no flood (`score` says the same)
+        assert m["bnn_sidecar_family_agreement_vetoed_total"] == 0  # sidecar.family_agreement is off by default
         assert m['bnn_sidecar_sink_errors_total{sink="broken"}'] > 0
         assert m['bnn_sidecar_sink_errors_total{sink="out"}'] == 0
         assert m['bnn_sidecar_sink_errors_total{sink="notice_log"}'] == 0

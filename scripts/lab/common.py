@@ -93,3 +93,30 @@ def fmt_rate(r: float | None) -> str:
 
 def counter_str(c: Counter[str], top: int = 3) -> str:
     return ", ".join(f"{k} {v}" for k, v in c.most_common(top)) or "–"
+
+
+#: populations of :func:`zeek_populations`: Zeek family (published label) -> name
+ZEEK_ATTACKS = ("scan", "ddos", "botnet")
+
+
+def zeek_populations(shared: Path) -> list[tuple[Path, FlowBatch, dict[str, np.ndarray]]]:
+    """Every labelled Zeek capture of ``shared/zeek-labeled`` with its record masks: ``benign``
+    (published labels), ``benign, audited`` (without the records sidecar/train/label_audit.py
+    suspects) and one per :data:`ZEEK_ATTACKS` family."""
+    from sidecar.features.labels import zeek_family
+    from sidecar.train.label_audit import suspect_mask
+
+    base = shared / "zeek-labeled"
+    out: list[tuple[Path, FlowBatch, dict[str, np.ndarray]]] = []
+    for p in sorted(base.rglob("*conn.log*.gz")):
+        batch, _ = read_all(p)
+        if len(batch) == 0 or batch.label is None:
+            continue
+        labels = np.asarray([str(x) for x in batch.label.tolist()], dtype=object)
+        fams = np.asarray([zeek_family(x) or "" for x in labels.tolist()], dtype=object)
+        sus = suspect_mask(p.parent.relative_to(base).as_posix(), labels, np.asarray(batch["resp_h"], dtype=object),
+                           np.asarray(batch["resp_p"]))  # fmt: skip
+        pops = {"benign": fams == "benign", "benign, audited": (fams == "benign") & ~sus}
+        pops.update({f: fams == f for f in ZEEK_ATTACKS})
+        out.append((p, batch, pops))
+    return out

@@ -28,14 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LAB_DIR, MODEL, load_lab, read_all, shared_dir
+from common import LAB_DIR, MODEL, load_lab, shared_dir, zeek_populations
 
-from sidecar.features.labels import zeek_family
 from sidecar.features.rate import RateCounter
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.scorer import make_scorer
-from sidecar.train.label_audit import suspect_mask
 from sidecar.verdict import STAGE_RATE
 
 BATCH = 1024
@@ -72,19 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     n: Counter[str] = Counter()
     k: Counter[tuple[str, str]] = Counter()
-    base = shared_dir() / "zeek-labeled"
-    for p in sorted(base.rglob("*conn.log*.gz")):
-        batch, _ = read_all(p)
-        if len(batch) == 0 or batch.label is None:
-            continue
-        labels = np.asarray([str(x) for x in batch.label.tolist()], dtype=object)
-        fams = np.asarray([zeek_family(x) or "" for x in labels.tolist()], dtype=object)
-        sus = suspect_mask(p.parent.relative_to(base).as_posix(), labels, np.asarray(batch["resp_h"], dtype=object),
-                           np.asarray(batch["resp_p"]))  # fmt: skip
-        pops = {"Zeek benign (published labels)": fams == "benign", "Zeek benign (audited)": (fams == "benign") & ~sus}
-        pops.update({f"Zeek {f}": fams == f for f in ("scan", "ddos", "botnet")})
+    names = {"benign": "Zeek benign (published labels)", "benign, audited": "Zeek benign (audited)"}
+    for _p, batch, masks in zeek_populations(shared_dir()):
         v = verdicts(batch, a.engine)
-        for pop, mask in pops.items():
+        for key, mask in masks.items():
+            pop = names.get(key, f"Zeek {key}")
             n[pop] += int(mask.sum())
             for r in RULES:
                 k[(pop, r)] += int((mask & v[r]).sum())

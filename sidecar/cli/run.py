@@ -27,6 +27,7 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
     "batch_ms": ("sidecar.batch_ms", "--batch-ms"),
     "checkpoint_dir": ("sidecar.checkpoint_dir", "--checkpoint-dir"),
     "threshold": ("sidecar.threshold", "--threshold"),
+    "family_agreement": ("sidecar.family_agreement", "--family-agreement"),
     "rate_threshold": ("sidecar.rate_threshold", "--rate-threshold"),
     "rate_ignore": ("sidecar.rate_ignore", "--rate-ignore"),
     "metrics_listen": ("metrics.listen", "--metrics-listen"),
@@ -42,6 +43,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", help="overrides sidecar.checkpoint_dir")
     p.add_argument("--threshold", type=float, metavar="T",
                    help="your own decision threshold in (0, 1) instead of the model's (overrides sidecar.threshold)")
+    p.add_argument("--family-agreement", action="store_const", const=True, default=None,
+                   help="flag only when the family head also names an attack (overrides sidecar.family_agreement)")
     p.add_argument("--rate-threshold", type=int, metavar="N",
                    help="flood rule: records per client+service in 1-2 s that flag it, 0 = off "
                         "(overrides sidecar.rate_threshold)")

@@ -44,6 +44,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="your own decision threshold in (0, 1) instead of the model's bnn.threshold1 (0.269 shipped): "
                         "lower finds more and flags more benign traffic")
+    p.add_argument("--family-agreement", action="store_true",
+                   help="flag only when the model's family head also names an attack: fewer benign alerts, "
+                        "some scans missed (model card, 'Operating points')")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule: flag a flow when its client sent N or more records to the same service "
                         "(resp_h, resp_p, proto) within 1-2 time buckets; 0 = off (default %(default)s)")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("--rate-threshold/--rate-window/--rate-ignore: %s", exc)
         return 2
-    scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold)
+    scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold,
+                         family_agreement=args.family_agreement)
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
                "flagged_by_rate_rule": scorer.rate_flagged, "spared_by_rate_ignore": scorer.rate_ignored,
                "reclassed_by_rate_rule": scorer.rate_relabelled,
+               "vetoed_by_family_agreement": scorer.family_vetoed,
                "duplicate_packet_check": scorer.capture.summary(),
                "seconds": round(dt, 3), "model": scorer.model_id}
     print(f"summary: {orjson.dumps(summary).decode()}", file=sys.stderr)

@@ -43,7 +43,7 @@ def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
     if not cfg.sinks:
         log.warning("no [[sink]] configured: verdicts are only counted")
     scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rate_rule(cfg.sidecar),
-                         threshold=cfg.sidecar.threshold or None)
+                         threshold=cfg.sidecar.threshold or None, family_agreement=cfg.sidecar.family_agreement)
     sinks: list[tuple[str, Any]] = []
     sources: list[tuple[str, Any]] = []
     try:

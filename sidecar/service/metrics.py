@@ -88,6 +88,9 @@ class _ServiceCollector(Collector):
                                   value=getattr(scorer, "rate_flagged", 0))
         yield CounterMetricFamily(P + "flood_rule_reclassed", "flows the model flagged as scan that the flood rule re-classed as dos",
                                   value=getattr(scorer, "rate_relabelled", 0))
+        yield CounterMetricFamily(P + "family_agreement_vetoed",
+                                  "flows both BNNs flagged that the family head called benign (sidecar.family_agreement)",
+                                  value=getattr(scorer, "family_vetoed", 0))
         attempts = CounterMetricFamily(P + "unanswered_syn", "unanswered SYN-only TCP records of 1-2 packets",
                                        labels=["source"])
         twins = CounterMetricFamily(P + "twin_syn", "of those, two packets < 100 us apart (a sensor seeing each packet twice)",

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-collector-key", default="", help="collector's public .key (enables CURVE to the collector)")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="your own decision threshold in (0, 1) instead of the model's")
+    p.add_argument("--family-agreement", action="store_true",
+                   help="flag only when the model's family head also names an attack")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule threshold (0 = off); it counts only the records this worker receives")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -58,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("--rate-threshold: %s", exc)
         return 2
     try:
-        scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold)
+        scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold,
+                             family_agreement=args.family_agreement)
         src = ZmqFlowSource(args.pull, hwm=args.hwm, rejects=args.push, curve_secret=args.curve_secret,
                             curve_server=args.curve_ship_key, curve_rejects_server=args.curve_collector_key)
         sink = ZmqVerdictSink(args.push, curve_secret=args.curve_secret, curve_server=args.curve_collector_key)
