@@ -39,6 +39,8 @@ lab: $(VENV)/.installed
 	bash scripts/lab/build.sh
 	$(VENV)/bin/python scripts/lab/cross_source.py
 	$(VENV)/bin/python scripts/lab/diagnose.py
+	$(VENV)/bin/python scripts/lab/thirdparty.py derive
+	$(VENV)/bin/python scripts/lab/thirdparty.py eval
 
 clean:
 	rm -rf $(VENV) $(RUNVENV)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "lab"))
 from common import LAB_DIR, MODEL, load_lab, shared_dir, zeek_populations  # noqa: E402
 from cross_source import _score  # noqa: E402
 
+from sidecar.features.guess import GuessRule  # noqa: E402
 from sidecar.features.rate import RateRule  # noqa: E402
 from sidecar.scorer import make_scorer  # noqa: E402
 from sidecar.train import cascade  # noqa: E402
@@ -70,9 +71,9 @@ def lab_figures(scorer: Any, lab: list[Any]) -> dict[str, dict[str, Any]]:
 
 def measure(threshold: float | None, agreement: bool, X: np.ndarray, y: np.ndarray,
             zeek: list[tuple[Any, dict[str, np.ndarray]]], lab: list[Any]) -> dict[str, Any]:  # fmt: skip
-    scorer = make_scorer(MODEL, "onnx", None, threshold, agreement)  # the flood rule as shipped
+    scorer = make_scorer(MODEL, "onnx", None, threshold, agreement)  # the flood and guessing rules as shipped
     return {"threshold": threshold, "family_agreement": agreement,
-            "cic_heldout": _cic(make_scorer(MODEL, "onnx", RateRule(0), threshold, agreement), X, y),
+            "cic_heldout": _cic(make_scorer(MODEL, "onnx", RateRule(0), threshold, agreement, GuessRule(0)), X, y),
             "zeek": zeek_figures(scorer, zeek), "lab_eve": lab_figures(scorer, lab)}  # fmt: skip
 
 

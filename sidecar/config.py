@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sidecar.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sidecar.features.guess import GuessRule
     from sidecar.features.rate import RateRule
 
 ENV_PREFIX = "BNN_SIDECAR_"
@@ -61,9 +62,15 @@ class SidecarSection:
     rate_threshold: int = 50
     #: flood rule: time bucket in seconds (the count covers one to two buckets)
     rate_window_s: float = 1.0
-    #: flood rule: client networks it never flags, comma-separated CIDRs (proxies, NAT gateways,
-    #: load balancers, monitoring hosts); "" = none
+    #: flood and guessing rules: client networks they never flag, comma-separated CIDRs (proxies,
+    #: NAT gateways, load balancers, monitoring hosts); "" = none
     rate_ignore: str = ""
+    #: guessing rule: flag a login session (SSH, FTP, telnet, RDP, ... with payload both ways) whose
+    #: client opened at least this many to the same service in its time bucket and the one before
+    #: (0 = off); see sidecar/features/guess.py
+    guess_threshold: int = 10
+    #: guessing rule: time bucket in seconds (the count covers one to two buckets)
+    guess_window_s: float = 60.0
 
 
 @dataclass
@@ -159,6 +166,7 @@ def _check_values(cfg: Config) -> None:
     if not 0.0 <= s.threshold < 1.0:
         raise ConfigError(f"sidecar.threshold must be in [0, 1) (0 = the model's own), got {s.threshold}")
     rate_rule(s)
+    guess_rule(s)
     if cfg.metrics.listen:
         parse_listen(cfg.metrics.listen)
 
@@ -174,6 +182,16 @@ def rate_rule(s: SidecarSection) -> RateRule:
         raise ConfigError(f"sidecar.rate_ignore: {exc}") from None
     try:
         return Rule(s.rate_threshold, s.rate_window_s, ignore)
+    except ValueError as exc:
+        raise ConfigError(f"sidecar.{exc}") from None
+
+
+def guess_rule(s: SidecarSection) -> GuessRule:
+    """The guessing rule of ``[sidecar]`` (:class:`sidecar.features.guess.GuessRule`), checked."""
+    from sidecar.features.guess import GuessRule as Rule
+
+    try:
+        return Rule(s.guess_threshold, s.guess_window_s)
     except ValueError as exc:
         raise ConfigError(f"sidecar.{exc}") from None
 

@@ -11,17 +11,19 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ConfigError, ModelError
 from sidecar.features.capture import DuplicateCheck
+from sidecar.features.guess import GuessCounter, GuessRule
 from sidecar.features.rate import RateCounter, RateRule
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.networks import NetworkSet
-from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, STAGE_SCREEN, VerdictBatch
+from sidecar.verdict import STAGE_CASCADE, STAGE_GUESS, STAGE_RATE, STAGE_SCREEN, VerdictBatch
 
 #: family given to a flow that only the flood rule flagged (one client hammering one service)
 RATE_CLASS = "dos"
@@ -29,6 +31,8 @@ RATE_CLASS = "dos"
 #: a scan spreads over ports or hosts, a flood hits one service (measured: no scan record of the lab or
 #: the labelled Zeek captures reaches the default count; 1,402 of the lab's 1,500 SYN-flood flows do)
 SCAN_CLASS = "scan"
+#: family given to a login session only the guessing rule flagged (one client, session after session)
+GUESS_CLASS = "bruteforce"
 #: largest bin_logit range for which the screen is a lookup table (the shipped model: a few hundred values)
 LUT_MAX = 1 << 20
 
@@ -81,6 +85,12 @@ class Scorer:
     rate_ignored: int = 0
     #: flows the model flagged as ``scan`` that the flood rule's count re-classed as ``dos``
     rate_relabelled: int = 0
+    #: the guessing rule beside the model (:mod:`sidecar.features.guess`); threshold 0 = off
+    guess: GuessRule = field(default_factory=GuessRule)
+    #: login sessions flagged by the guessing rule alone (the model said benign)
+    guess_flagged: int = 0
+    #: login sessions the model flagged as ``scan`` that the guessing rule re-classed as ``bruteforce``
+    guess_relabelled: int = 0
     #: flag a flow only when the family head agrees it is an attack (its most likely family is not
     #: benign): fewer benign alerts and fewer scans (model card, "Operating points"); off by default
     family_agreement: bool = False
@@ -92,6 +102,7 @@ class Scorer:
     #: one flood-rule counter per source (the service's source label, else ``FlowBatch.source``): Zeek
     #: and Suricata watching the same link report every flow twice, so their records are not counted together
     _counters: dict[str, RateCounter] = field(default_factory=dict, repr=False)
+    _guess_counters: dict[str, GuessCounter] = field(default_factory=dict, repr=False)
     _lut: tuple[int, np.ndarray] | bool | None = field(default=None, repr=False)  # screen lookup table
 
     def post(self, out: EngineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -154,6 +165,7 @@ class Scorer:
     def reset_rate(self) -> None:
         """Forget the flood rule's counts (a new, unrelated input: another file, another capture)."""
         self._counters.clear()
+        self._guess_counters.clear()
 
     def score(self, batch: FlowBatch, source: str | None = None) -> VerdictBatch:
         """Verdicts for one batch. ``source`` names where the records came from (the service passes its
@@ -165,41 +177,62 @@ class Scorer:
         cascade = getattr(self.engine, "run_cascade", None)  # engines that can skip stage 2 per row
         out = cascade(x, self.screen) if cascade is not None else self.engine.run(x)
         p1, p2, mal, cls, stage = self.post(out)
-        if self.rate.enabled:
-            mal = self._flood_rule(batch, tag, mal, cls, stage)
+        if self.rate.enabled or self.guess.enabled:
+            mal = self._rules(batch, tag, mal, cls, stage)
         self.scored += len(batch)
         self.flagged.update(cls[mal].tolist())
         return VerdictBatch(batch, p1, p2, mal, cls, stage, self.model_id)
 
-    def _flood_rule(
-        self, batch: FlowBatch, tag: str, mal: np.ndarray, cls: np.ndarray, stage: np.ndarray
-    ) -> np.ndarray:
-        """Count the batch into ``tag``'s flood counter; flag (stage 3, ``RATE_CLASS``) the flows the
-        model called benign whose count reaches the threshold, and re-class the model's ``scan``
-        verdicts among them. ``cls`` and ``stage`` change in place; returns the new malicious mask."""
-        counter = self._counters.get(tag)
-        if counter is None:
-            counter = self._counters[tag] = RateCounter(self.rate.window_s)
-        hot = counter.update(batch) >= self.rate.threshold
+    def _rules(self, batch: FlowBatch, tag: str, mal: np.ndarray, cls: np.ndarray, stage: np.ndarray) -> np.ndarray:
+        """The count rules beside the model, guessing rule first (a login session that also floods is
+        guessing), then the flood rule. Each counts the batch into ``tag``'s counter and flags (its stage
+        and class) the records the model called benign whose count reaches its threshold, and
+        re-classes the model's ``scan`` verdicts among them (a scan spreads over ports and hosts; these
+        hit one service). ``cls`` and ``stage`` change in place; returns the new malicious mask."""
+        spared = np.zeros(len(batch), dtype=bool)
+        if self.guess.enabled:
+            counts = self._counter(self._guess_counters, tag, GuessCounter, self.guess.window_s).update(batch)
+            mal, flagged, relabelled = self._apply(batch, counts >= self.guess.threshold, mal, cls, stage,
+                                                   GUESS_CLASS, STAGE_GUESS, spared)  # fmt: skip
+            self.guess_flagged += flagged
+            self.guess_relabelled += relabelled
+        if self.rate.enabled:
+            counts = self._counter(self._counters, tag, RateCounter, self.rate.window_s).update(batch)
+            mal, flagged, relabelled = self._apply(batch, counts >= self.rate.threshold, mal, cls, stage,
+                                                   RATE_CLASS, STAGE_RATE, spared)  # fmt: skip
+            self.rate_flagged += flagged
+            self.rate_relabelled += relabelled
+        self.rate_ignored += int(np.count_nonzero(spared))
+        return mal
+
+    @staticmethod
+    def _counter(counters: dict[str, Any], tag: str, kind: type[Any], window_s: float) -> Any:
+        """``tag``'s counter of one rule, made on first use (one per source: see ``_counters``)."""
+        c = counters.get(tag)
+        if c is None:
+            c = counters[tag] = kind(window_s)
+        return c
+
+    def _apply(self, batch: FlowBatch, hot: np.ndarray, mal: np.ndarray, cls: np.ndarray, stage: np.ndarray,
+               klass: str, st: int, spared: np.ndarray) -> tuple[np.ndarray, int, int]:  # fmt: skip
+        """Flag ``hot`` records the model called benign as ``klass``/``st`` and re-class its ``scan``
+        verdicts among them; ``rate.ignore`` clients are never flagged (marked in ``spared``)."""
         if self.rate.ignore and hot.any():
             if self._ignore is None:
                 self._ignore = NetworkSet(self.rate.ignore)
             idx = np.flatnonzero(hot)
-            spared = idx[self._ignore.contains(batch["orig_h"][idx])]
-            hot[spared] = False
-            self.rate_ignored += int(np.count_nonzero(~mal[spared]))
+            keep = idx[self._ignore.contains(batch["orig_h"][idx])]
+            hot[keep] = False
+            spared[keep[~mal[keep]]] = True
         if not hot.any():
-            return mal
-        # a "scan" that hits one service this often is a flood (scans spread over ports/hosts)
+            return mal, 0, 0
         both = np.flatnonzero(hot & mal)
         relabel = both[cls[both] == SCAN_CLASS]
         hot &= ~mal
-        cls[hot] = RATE_CLASS
-        cls[relabel] = RATE_CLASS
-        stage[hot] = STAGE_RATE
-        self.rate_flagged += int(np.count_nonzero(hot))
-        self.rate_relabelled += len(relabel)
-        return mal | hot
+        cls[hot] = klass
+        cls[relabel] = klass
+        stage[hot] = st
+        return mal | hot, int(np.count_nonzero(hot)), len(relabel)
 
 
 def make_scorer(
@@ -208,10 +241,13 @@ def make_scorer(
     rate: RateRule | None = None,
     threshold: float | None = None,
     family_agreement: bool = False,
+    guess: GuessRule | None = None,
 ) -> Scorer:
     """Load a model (sha256-checked) with the chosen engine and wrap it in a :class:`Scorer`.
 
-    ``rate``: the flood rule beside the model (default :class:`RateRule`, ``threshold=0`` turns it off).
+    ``rate``: the flood rule beside the model (default :class:`RateRule`, ``threshold=0`` turns it off);
+    its ``ignore`` networks are spared by both count rules.
+    ``guess``: the guessing rule beside the model (default :class:`GuessRule`, ``threshold=0`` turns it off).
     ``threshold``: the operator's own decision threshold instead of the model's ``bnn.threshold1``
     (lower: more detections and more false positives). For a committee model (``bnn.stage2`` =
     ``committee``) both members flag at it; for a stacked model it moves the screen only."""
@@ -231,4 +267,4 @@ def make_scorer(
             f"{list(FEATURE_NAMES)}; retrain or upgrade"
         )
     return Scorer(eng, meta, load.sha256_file(model_path)[:12], rate=RateRule() if rate is None else rate,
-                  family_agreement=family_agreement)
+                  family_agreement=family_agreement, guess=GuessRule() if guess is None else guess)

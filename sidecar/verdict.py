@@ -20,6 +20,7 @@ STAGE_SCREEN = 1  # the BNN screen said benign (stage 2 never ran)
 STAGE_CASCADE = 2  # the BNN flagged it and stage 2 decided
 STAGE_FORCED = 0  # not a model decision (tests, operator override)
 STAGE_RATE = 3  # the model said benign; the flood rule flagged it (sidecar.features.rate)
+STAGE_GUESS = 4  # the model said benign; the guessing rule flagged it (sidecar.features.guess)
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_every_lab_record_is_scored_and_counted(tmp_path: Path) -> None:
     # the Markdown renders and the doc block is replaced, not appended twice
     md = cs.markdown({"model": "m", "model_sha256": "x", "engine": "onnx", "rate_threshold": 50, "lab": res,
                       "cic": {k: {"families": {}} for k in ("CSE-CIC-IDS2018", "CIC-IDS2017-improved")}, "zeek": {}})
-    assert "| benign (FPR) |" in md and "dos-synflood" in md and "What the flood rule adds" in md
+    assert "| benign (FPR) |" in md and "dos-synflood" in md and "What the flood and guessing rules add" in md
     doc = tmp_path / "d.md"
     doc.write_text("intro\n")
     cs.write_doc(doc, md)
@@ -53,12 +53,13 @@ def test_flood_rule_adds_to_the_model_only_where_a_client_hammers_one_service() 
     """The rule (sidecar/features/rate.py) lifts the lab's HTTP flood, which the model cannot see
     per flow, and adds nothing on the lab's benign traffic; at threshold 0 it adds nothing at all."""
     cs = _load("cross_source")
+    from sidecar.features.guess import GuessRule
     from sidecar.features.rate import RateRule
     from sidecar.scorer import make_scorer
 
     model = ROOT / "sidecar" / "data" / "model" / "bnn.onnx"
     on = cs.eval_lab(make_scorer(model, rate=RateRule()), LAB)
-    off = cs.eval_lab(make_scorer(model, rate=RateRule(threshold=0)), LAB)
+    off = cs.eval_lab(make_scorer(model, rate=RateRule(threshold=0), guess=GuessRule(threshold=0)), LAB)
     for src in ("eve", "csv"):
         flood_on, flood_off = on["captures"]["dos-httpflood"][src], off["captures"]["dos-httpflood"][src]
         lab = flood_on["dos-httpflood"]
@@ -92,3 +93,16 @@ def test_whatif_rules_start_from_the_shipped_verdicts_and_remove_only_what_they_
     ben = sets[("benign", "eve")]
     vb = wr.verdicts(ben.batch, "onnx")
     assert (vb["shipped"] & ~vb["scan-veto"]).sum() >= 10
+
+
+def test_thirdparty_results_are_regenerated_from_the_committed_records() -> None:
+    """scripts/lab/thirdparty.py eval: the committed results (tests/data/thirdparty/results.json, the
+    CROSS_SOURCE.md block) are what the shipped model and rules give on the committed eve records."""
+    tp = _load("thirdparty")
+    from sidecar.scorer import make_scorer
+
+    got = tp.eval_labelled(make_scorer(ROOT / "sidecar" / "data" / "model" / "bnn.onnx"))
+    want = json.loads((ROOT / "tests" / "data" / "thirdparty" / "results.json").read_text())["labelled"]
+    assert got == want
+    brute = got["slips-test19-ssh-bruteforce"]
+    assert brute["n"] == 67 and brute["flagged"] / brute["n"] >= 0.9 > brute["flagged_model"] / brute["n"]

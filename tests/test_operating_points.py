@@ -43,5 +43,5 @@ def test_committed_cic_heldout_figures_match_the_split() -> None:
     _tr, te = op.cascade.split(t.y, 0)
     committed = json.loads(COMMITTED.read_text())["rows"]
     for row in committed[:: len(op.THRESHOLDS)]:  # the model's own threshold, agreement off and on
-        scorer = op.make_scorer(op.MODEL, "onnx", op.RateRule(0), row["threshold"], row["family_agreement"])
+        scorer = op.make_scorer(op.MODEL, "onnx", op.RateRule(0), row["threshold"], row["family_agreement"], op.GuessRule(0))
         assert op._cic(scorer, t.X[te], t.y[te]) == pytest.approx(row["cic_heldout"], abs=1e-12)

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
+from sidecar.features.guess import GuessRule
 from sidecar.features.rate import RateRule
 from sidecar.flow import FlowBatch
 from sidecar.scorer import make_scorer
@@ -21,7 +22,8 @@ from sidecar.sources.detect import read_path
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "sidecar" / "data" / "model" / "bnn.onnx"
 LAB_EVE = REPO / "tests" / "data" / "lab" / "eve"
-NO_RULE = RateRule(threshold=0)  # the model's verdicts only
+NO_RULE = RateRule(threshold=0)  # with NO_GUESS: the model's verdicts only
+NO_GUESS = GuessRule(threshold=0)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,8 @@ def lab_records() -> FlowBatch:
 
 
 def test_the_models_own_threshold_changes_nothing(lab_records: FlowBatch) -> None:
-    base = make_scorer(MODEL, "onnx", NO_RULE)
-    same = make_scorer(MODEL, "onnx", NO_RULE, threshold=base.meta.threshold1)
+    base = make_scorer(MODEL, "onnx", NO_RULE, guess=NO_GUESS)
+    same = make_scorer(MODEL, "onnx", NO_RULE, guess=NO_GUESS, threshold=base.meta.threshold1)
     a, b = base.score(lab_records), same.score(lab_records)
     np.testing.assert_array_equal(a.malicious, b.malicious)
     np.testing.assert_array_equal(a.cls, b.cls)
@@ -42,8 +44,8 @@ def test_the_models_own_threshold_changes_nothing(lab_records: FlowBatch) -> Non
 
 @pytest.mark.parametrize("engine", ["onnx", "numpy"])
 def test_a_lower_threshold_flags_a_superset_in_both_members(lab_records: FlowBatch, engine: str) -> None:
-    base = make_scorer(MODEL, engine, NO_RULE)
-    low = make_scorer(MODEL, engine, NO_RULE, threshold=0.05)
+    base = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS)
+    low = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS, threshold=0.05)
     assert low.meta.threshold1 == low.meta.threshold2 == 0.05  # the shipped stage 2 is a committee member
     a, b = base.score(lab_records), low.score(lab_records)
     assert (b.malicious | ~a.malicious).all() and b.malicious.sum() > a.malicious.sum()
@@ -53,8 +55,8 @@ def test_a_lower_threshold_flags_a_superset_in_both_members(lab_records: FlowBat
 
 
 def test_engines_agree_at_an_operator_threshold(lab_records: FlowBatch) -> None:
-    a = make_scorer(MODEL, "onnx", NO_RULE, threshold=0.1).score(lab_records)
-    b = make_scorer(MODEL, "numpy", NO_RULE, threshold=0.1).score(lab_records)
+    a = make_scorer(MODEL, "onnx", NO_RULE, guess=NO_GUESS, threshold=0.1).score(lab_records)
+    b = make_scorer(MODEL, "numpy", NO_RULE, guess=NO_GUESS, threshold=0.1).score(lab_records)
     np.testing.assert_array_equal(a.malicious, b.malicious)
     np.testing.assert_array_equal(a.score, b.score)
 
@@ -98,8 +100,8 @@ def test_family_agreement_vetoes_exactly_the_flags_the_family_head_calls_benign(
 ) -> None:
     from sidecar.features.schema import extract
 
-    base = make_scorer(MODEL, engine, NO_RULE)
-    agree = make_scorer(MODEL, engine, NO_RULE, family_agreement=True)
+    base = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS)
+    agree = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS, family_agreement=True)
     a, b = base.score(lab_records), agree.score(lab_records)
     fam = np.asarray(base.engine.run(extract(lab_records)).fam_logits)
     want = a.malicious & (fam.argmax(axis=1) != 0)
@@ -113,8 +115,8 @@ def test_family_agreement_vetoes_exactly_the_flags_the_family_head_calls_benign(
 
 
 def test_engines_agree_with_family_agreement(lab_records: FlowBatch) -> None:
-    a = make_scorer(MODEL, "onnx", NO_RULE, family_agreement=True).score(lab_records)
-    b = make_scorer(MODEL, "numpy", NO_RULE, family_agreement=True).score(lab_records)
+    a = make_scorer(MODEL, "onnx", NO_RULE, guess=NO_GUESS, family_agreement=True).score(lab_records)
+    b = make_scorer(MODEL, "numpy", NO_RULE, guess=NO_GUESS, family_agreement=True).score(lab_records)
     np.testing.assert_array_equal(a.malicious, b.malicious)
     np.testing.assert_array_equal(a.cls, b.cls)
 

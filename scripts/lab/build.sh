@@ -321,36 +321,7 @@ ddos() {
 
 # ---------- derivation: Suricata eve flow events, cicflowmeter CSV ----------
 write_suricata_yaml() {
-    cat > "$1" <<'EOF'
-%YAML 1.1
----
-vars:
-  address-groups:
-    HOME_NET: "[10.77.0.0/24]"
-    EXTERNAL_NET: "!$HOME_NET"
-  port-groups:
-    HTTP_PORTS: "80"
-default-rule-path: /nonexistent
-rule-files: []
-outputs:
-  - eve-log:
-      enabled: yes
-      filetype: regular
-      filename: eve.json
-      types:
-        - flow
-app-layer:
-  protocols:
-    http: {enabled: yes}
-    ssh: {enabled: yes}
-    ftp: {enabled: yes}
-    dns: {udp: {enabled: yes}, tcp: {enabled: yes}}
-stream:
-  memcap: 64mb
-  checksum-validation: no
-flow:
-  memcap: 64mb
-EOF
+    cp "$HERE/suricata.yaml" "$1"
 }
 
 derive() {

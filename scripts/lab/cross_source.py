@@ -11,8 +11,9 @@ Scores, with the shipped model and the sidecar's own readers:
 * the labelled real Zeek conn logs in ``shared/data/zeek-labeled`` (per capture, per label).
 
 Every file is scored as ``bnn-sidecar score`` scores it: in file order, in micro-batches of
-1024, with the flood rule (``sidecar/features/rate.py``) counting from zero for each file. The
-tables give the sidecar's verdicts (model + flood rule); one table separates what the model
+1024, with the flood rule (``sidecar/features/rate.py``) and the guessing rule
+(``sidecar/features/guess.py``) counting from zero for each file. The
+tables give the sidecar's verdicts (model + rules); one table separates what the model
 alone flags from what the rule adds.
 
 Prints the tables, writes JSON (``--json``) and replaces the generated section of
@@ -37,12 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import LAB_DIR, MODEL, ROOT, SOURCES, counter_str, fmt_rate, load_lab, rate, read_all, shared_dir
 
 from sidecar.features.capture import MIN_ATTEMPTS, DuplicateCheck
+from sidecar.features.guess import GuessRule
 from sidecar.features.labels import family, zeek_family
 from sidecar.features.rate import RateRule
 from sidecar.features.schema import extract
 from sidecar.scorer import Scorer, make_scorer
 from sidecar.train.label_audit import SUSPECTS, suspect_mask
-from sidecar.verdict import STAGE_RATE
+from sidecar.verdict import STAGE_GUESS, STAGE_RATE
 
 DOC = ROOT / "docs" / "CROSS_SOURCE.md"
 BEGIN, END = "<!-- BEGIN cross_source.py -->", "<!-- END cross_source.py -->"
@@ -60,7 +62,7 @@ def _score(scorer: Scorer, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarr
     scorer.reset_rate()
     vs = [scorer.score(batch.take(np.arange(i, min(i + BATCH, len(batch))))) for i in range(0, len(batch), BATCH)]
     mal = np.concatenate([v.malicious for v in vs]).astype(bool)
-    by_rule = np.concatenate([v.stage for v in vs]) == STAGE_RATE
+    by_rule = np.isin(np.concatenate([v.stage for v in vs]), [STAGE_RATE, STAGE_GUESS])
     return mal, np.concatenate([v.cls for v in vs]).astype(object), mal & ~by_rule
 
 
@@ -212,10 +214,13 @@ def markdown(res: dict[str, Any]) -> str:
                   zp.get(f), za.get(f)):
             cells += ["0", "–"] if not d else [str(d["n"]), _mark(d["rate"], b)]
         L.append(f"| {f} {'(FPR)' if b else '(recall)'} | " + " | ".join(cells) + " |")
-    L += ["", f"### What the flood rule adds (threshold {res['rate_threshold']} records, 0 = off)", "",
-          "Model alone → model + flood rule (the sidecar's verdict, the table above). The rule flags a flow whose "
+    L += ["", f"### What the flood and guessing rules add (flood threshold {res['rate_threshold']} records, guessing "
+          f"threshold {res.get('guess_threshold', '?')} login sessions, 0 = off)", "",
+          "Model alone → model + rules (the sidecar's verdict, the table above). The flood rule flags a flow whose "
           "client sent that many records to the same service (resp_h, resp_p, proto) in its 1-s bucket and the one "
-          "before (`sidecar/features/rate.py`).", "",
+          "before (`sidecar/features/rate.py`); the guessing rule, a login session (SSH, FTP, telnet, ... with "
+          "payload both ways) whose client opened that many to the same service in its 60-s bucket and the one "
+          "before (`sidecar/features/guess.py`).", "",
           "| family | lab eve | lab CSV | CIC-IDS2018 | CIC-IDS2017 impr. | Zeek labelled | Zeek, audited labels |",
           "|---|---|---|---|---|---|---|"]
     for f in ("benign", *ATTACK_FAMILIES):
@@ -311,10 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc", type=Path, default=DOC)
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write JSON or the doc")
     ap.add_argument("--rate-threshold", type=int, default=RateRule.threshold, help="flood rule threshold, 0 = off")
+    ap.add_argument("--guess-threshold", type=int, default=GuessRule.threshold, help="guessing rule threshold, 0 = off")
     a = ap.parse_args(argv)
-    scorer = make_scorer(a.model, a.engine, RateRule(a.rate_threshold))
+    scorer = make_scorer(a.model, a.engine, RateRule(a.rate_threshold), guess=GuessRule(a.guess_threshold))
     res: dict[str, Any] = {"model": str(a.model.relative_to(ROOT)) if a.model.is_relative_to(ROOT) else str(a.model),
                            "model_sha256": scorer.model_id, "engine": a.engine, "rate_threshold": a.rate_threshold,
+                           "guess_threshold": a.guess_threshold,
                            "lab": eval_lab(scorer, a.lab_dir)}
     res["cic"] = eval_cic(scorer, a.shared) if (a.shared / "cic-ids2018").is_dir() else {}
     res["zeek"] = eval_zeek(scorer, a.shared) if (a.shared / "zeek-labeled").is_dir() else {}

@@ -166,12 +166,13 @@ WHATIF: dict[str, Any] = {
 
 def whatif(sets: list[LabSet], model: Path) -> dict[str, dict[str, float | None]]:
     """Flag rate per lab capture (eve records, attack or benign label) under each what-if."""
+    from sidecar.features.guess import GuessRule
     from sidecar.features.rate import RateRule
     from sidecar.scorer import make_scorer
 
     # the model alone: the what-ifs change features; the flood rule reads none (and one scorer
     # re-scoring the same records per column would add its counts up)
-    scorer = make_scorer(model, rate=RateRule(threshold=0))
+    scorer = make_scorer(model, rate=RateRule(threshold=0), guess=GuessRule(threshold=0))
     out: dict[str, dict[str, float | None]] = {}
     for s in sets:
         if s.source != "eve":

@@ -40,8 +40,9 @@ def bench_e2e(
 ) -> list[dict[str, Any]]:
     """Per input and engine: verdicts/s end to end beside the reader alone on the same lines.
 
-    Two rows per input and engine: with the flood rule as shipped (``rate_rule`` = its threshold)
-    and without it (``off``), timed in the same interleaved passes as the reader alone."""
+    Two rows per input and engine: with the flood and guessing rules as shipped (``rate_rule`` = the
+    flood threshold) and without either (``off``), timed in the same interleaved passes as the reader alone."""
+    from sidecar.features.guess import GuessRule
     from sidecar.features.rate import RateRule
     from sidecar.scorer import make_scorer
 
@@ -49,7 +50,7 @@ def bench_e2e(
     for kind in engines:
         try:
             scorer = make_scorer(model, kind)
-            plain = make_scorer(model, kind, RateRule(threshold=0))
+            plain = make_scorer(model, kind, RateRule(threshold=0), guess=GuessRule(threshold=0))
         except EngineUnavailable as exc:
             rows.append({"engine": kind, "error": str(exc)})
             continue

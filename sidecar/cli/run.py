@@ -30,6 +30,7 @@ FLAG_KEYS: dict[str, tuple[str, str]] = {
     "family_agreement": ("sidecar.family_agreement", "--family-agreement"),
     "rate_threshold": ("sidecar.rate_threshold", "--rate-threshold"),
     "rate_ignore": ("sidecar.rate_ignore", "--rate-ignore"),
+    "guess_threshold": ("sidecar.guess_threshold", "--guess-threshold"),
     "metrics_listen": ("metrics.listen", "--metrics-listen"),
 }
 
@@ -49,7 +50,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="flood rule: records per client+service in 1-2 s that flag it, 0 = off "
                         "(overrides sidecar.rate_threshold)")
     p.add_argument("--rate-ignore", metavar="CIDR[,CIDR...]",
-                   help="flood rule: client networks it never flags (overrides sidecar.rate_ignore)")
+                   help="flood and guessing rules: client networks they never flag (overrides sidecar.rate_ignore)")
+    p.add_argument("--guess-threshold", type=int, metavar="N",
+                   help="guessing rule: login sessions per client+service in 1-2 min that flag it, 0 = off "
+                        "(overrides sidecar.guess_threshold)")
     p.add_argument("--metrics-listen", help="host:port for /metrics, '' disables (overrides metrics.listen)")
 
 

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from sidecar.errors import InputError
+from sidecar.features.guess import GuessRule
 from sidecar.features.rate import RateRule
 from sidecar.jsonlines import score_to_json_lines
 from sidecar.networks import split_networks
@@ -54,6 +55,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="flood rule: time bucket in seconds; the count covers 1-2 buckets (default %(default)s)")
     p.add_argument("--rate-ignore", default="", metavar="CIDR[,CIDR...]",
                    help="flood rule: client networks it never flags (proxies, NAT gateways, load balancers)")
+    p.add_argument("--guess-threshold", type=int, default=GuessRule.threshold, metavar="N",
+                   help="guessing rule: flag a login session (SSH, FTP, telnet, ...) when its client opened N or more "
+                        "to the same service within 1-2 time buckets; 0 = off (default %(default)s)")
+    p.add_argument("--guess-window", type=float, default=GuessRule.window_s, metavar="SECONDS",
+                   help="guessing rule: time bucket in seconds (default %(default)s)")
     p.add_argument("--follow", action="store_true", help="follow one growing conn.log/eve.json (rotation-safe)")
     p.add_argument("--checkpoint", help="with --follow: checkpoint file (resume after a restart)")
     p.add_argument("--poll-ms", type=int, default=200, help="with --follow: milliseconds between polls when idle")
@@ -66,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         rule = RateRule(args.rate_threshold, args.rate_window, split_networks(args.rate_ignore))
+        guess = GuessRule(args.guess_threshold, args.guess_window)
     except ValueError as exc:
-        log.error("--rate-threshold/--rate-window/--rate-ignore: %s", exc)
+        log.error("--rate-threshold/--rate-window/--rate-ignore/--guess-threshold/--guess-window: %s", exc)
         return 2
     scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold,
-                         family_agreement=args.family_agreement)
+                         family_agreement=args.family_agreement, guess=guess)
     if args.follow:
         return _follow(args, scorer)
     out: IO[bytes] = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {**total.as_dict(), "scored": scorer.scored, "flagged": dict(scorer.flagged),
                "flagged_by_rate_rule": scorer.rate_flagged, "spared_by_rate_ignore": scorer.rate_ignored,
                "reclassed_by_rate_rule": scorer.rate_relabelled,
+               "flagged_by_guess_rule": scorer.guess_flagged, "reclassed_by_guess_rule": scorer.guess_relabelled,
                "vetoed_by_family_agreement": scorer.family_vetoed,
                "duplicate_packet_check": scorer.capture.summary(),
                "seconds": round(dt, 3), "model": scorer.model_id}

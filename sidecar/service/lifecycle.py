@@ -35,7 +35,7 @@ def close_all(objs: list[tuple[str, Any]]) -> None:
 def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
                   with_metrics: bool = True) -> tuple[Service, Metrics | None]:
     """Instantiate the model, sinks and sources of ``cfg`` (nothing runs yet)."""
-    from sidecar.config import rate_rule
+    from sidecar.config import guess_rule, rate_rule
     from sidecar.scorer import make_scorer
 
     if not cfg.sources:
@@ -43,7 +43,8 @@ def build_service(cfg: Config, idle_exit: float = 0.0, once: bool = False,
     if not cfg.sinks:
         log.warning("no [[sink]] configured: verdicts are only counted")
     scorer = make_scorer(cfg.model_path(), cfg.sidecar.engine, rate_rule(cfg.sidecar),
-                         threshold=cfg.sidecar.threshold or None, family_agreement=cfg.sidecar.family_agreement)
+                         threshold=cfg.sidecar.threshold or None, family_agreement=cfg.sidecar.family_agreement,
+                         guess=guess_rule(cfg.sidecar))
     sinks: list[tuple[str, Any]] = []
     sources: list[tuple[str, Any]] = []
     try:

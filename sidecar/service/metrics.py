@@ -88,6 +88,12 @@ class _ServiceCollector(Collector):
                                   value=getattr(scorer, "rate_flagged", 0))
         yield CounterMetricFamily(P + "flood_rule_reclassed", "flows the model flagged as scan that the flood rule re-classed as dos",
                                   value=getattr(scorer, "rate_relabelled", 0))
+        yield CounterMetricFamily(P + "guess_rule_flagged",
+                                  "login sessions only the guessing rule flagged (stage 4; the model said benign)",
+                                  value=getattr(scorer, "guess_flagged", 0))
+        yield CounterMetricFamily(P + "guess_rule_reclassed",
+                                  "login sessions the model flagged as scan that the guessing rule re-classed as bruteforce",
+                                  value=getattr(scorer, "guess_relabelled", 0))
         yield CounterMetricFamily(P + "family_agreement_vetoed",
                                   "flows both BNNs flagged that the family head called benign (sidecar.family_agreement)",
                                   value=getattr(scorer, "family_vetoed", 0))

@@ -39,7 +39,9 @@ use). ``sid_base + i`` where ``i`` is the family's index in
 :data:`sidecar.features.labels.FAMILIES` (9100000 benign, 9100001 scan,
 9100002 bruteforce, 9100003 dos, 9100004 ddos, 9100005 web, 9100006 infiltration,
 9100007 botnet); ``sid_base + 50`` (9100050) for a flow only the flood rule flagged
-(``stage`` 3, signature ``BNN-SIDECAR dos flood (stage 3, rate rule)``), so it can be
+(``stage`` 3, signature ``BNN-SIDECAR dos flood (stage 3, rate rule)``) and
+``sid_base + 51`` (9100051) for a login session only the guessing rule flagged (``stage`` 4,
+``BNN-SIDECAR bruteforce password guessing (stage 4, guessing rule)``), so they can be
 suppressed or thresholded apart from the model's verdicts; ``sid_base + 99`` for a class
 not in ``FAMILIES``.
 """
@@ -56,7 +58,7 @@ import numpy as np
 import orjson
 
 from sidecar.features.labels import FAMILIES
-from sidecar.verdict import STAGE_CASCADE, STAGE_RATE, VerdictBatch
+from sidecar.verdict import STAGE_CASCADE, STAGE_GUESS, STAGE_RATE, VerdictBatch
 
 SID_BASE = 9_100_000
 #: Ethernet header bytes per packet (eve byte counts include it; see sidecar/sources/eve.py)
@@ -64,6 +66,8 @@ ETH_HDR = 14
 SID_UNKNOWN_OFFSET = 99
 #: the flood rule's own signature (stage 3: the model said benign, the rate rule flagged it)
 SID_RATE_OFFSET = 50
+#: ``sid_base + SID_GUESS_OFFSET``: a login session only the guessing rule flagged (stage 4)
+SID_GUESS_OFFSET = 51
 FLOW_ID_BITS = 51
 _FLOW_ID_MASK = (1 << FLOW_ID_BITS) - 1
 
@@ -129,6 +133,8 @@ class EveAlertSink:
     def signature_id(self, cls: str, stage: int = STAGE_CASCADE) -> int:
         if stage == STAGE_RATE:
             return self.sid_base + SID_RATE_OFFSET
+        if stage == STAGE_GUESS:
+            return self.sid_base + SID_GUESS_OFFSET
         try:
             return self.sid_base + FAMILIES.index(cls)
         except ValueError:
@@ -182,8 +188,7 @@ class EveAlertSink:
                 "gid": self.gid,
                 "signature_id": self.signature_id(c, stage[i]),
                 "rev": 1,
-                "signature": (f"BNN-SIDECAR {c} flood (stage {STAGE_RATE}, rate rule)" if stage[i] == STAGE_RATE
-                              else f"BNN-SIDECAR {c} flow (stage {stage[i]})"),
+                "signature": _signature(c, int(stage[i])),
                 "category": category,
                 "severity": severity,
             }
@@ -241,3 +246,11 @@ class EveAlertSink:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _signature(cls: str, stage: int) -> str:
+    if stage == STAGE_RATE:
+        return f"BNN-SIDECAR {cls} flood (stage {STAGE_RATE}, rate rule)"
+    if stage == STAGE_GUESS:
+        return f"BNN-SIDECAR {cls} password guessing (stage {STAGE_GUESS}, guessing rule)"
+    return f"BNN-SIDECAR {cls} flow (stage {stage})"

@@ -5,8 +5,9 @@ list, types, ``-`` for unset, ``(empty)`` for empty sets, ``#close`` at the end)
 ``zeek-cut`` and every Zeek log tool read it. Suppression follows the notice
 framework: the identifier ``"<orig_h>-<class>"`` is noticed at most once per
 ``suppress_for`` seconds, measured on the record timestamps. A flow only the flood rule
-flagged (``stage`` 3) is noted as ``BNN::Flood`` (``flood_note``), the model's verdicts as
-``BNN::Malicious_Flow`` (``note``), as the Zeek package raises them.
+flagged (``stage`` 3) is noted as ``BNN::Flood`` (``flood_note``), a login session only the
+guessing rule flagged (``stage`` 4) as ``BNN::Password_Guessing`` (``guess_note``), the model's
+verdicts as ``BNN::Malicious_Flow`` (``note``), as the Zeek package raises them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from sidecar.verdict import STAGE_RATE, VerdictBatch
+from sidecar.verdict import STAGE_GUESS, STAGE_RATE, VerdictBatch
 
 #: Zeek 9.1 ``notice.log`` columns and types (from the 9.1.0-dev btest baselines).
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -118,6 +119,7 @@ class NoticeLogSink:
         only_malicious: bool = True,
         suppress_max: int = 100_000,
         flood_note: str = "BNN::Flood",
+        guess_note: str = "BNN::Password_Guessing",
     ) -> None:
         if fmt not in ("tsv", "json"):
             raise ValueError(f"fmt must be 'tsv' or 'json', not {fmt!r}")
@@ -128,6 +130,7 @@ class NoticeLogSink:
         self.note = note
         #: note of a flow only the flood rule flagged (``stage`` 3), as the Zeek package raises it
         self.flood_note = flood_note
+        self.guess_note = guess_note
         self.only_malicious = only_malicious
         self.stats: Counter[str] = Counter()
         self._suppressed_until: dict[str, float] = {}
@@ -164,6 +167,17 @@ class NoticeLogSink:
             self._fh.write(f"#close\t{zeek_time()}\n")
         self._fh.close()
         self._fh = None
+
+    def _note(self, stage: int) -> str:
+        return self.flood_note if stage == STAGE_RATE else self.guess_note if stage == STAGE_GUESS else self.note
+
+    @staticmethod
+    def _msg(stage: int, cls: str, score: float) -> str:
+        if stage == STAGE_RATE:
+            return f"flood rule flagged flow as {cls} (model score {score:.3f})"
+        if stage == STAGE_GUESS:
+            return f"guessing rule flagged login session as {cls} (model score {score:.3f})"
+        return f"BNN flagged flow as {cls} (score {score:.3f})"
 
     def _prune(self, now: float) -> None:
         """Drop expired suppression entries; if more than half the bound are still live (a flood
@@ -218,9 +232,8 @@ class NoticeLogSink:
                 "id.resp_h": c["resp_h"][i],
                 "id.resp_p": c["resp_p"][i],
                 "proto": c["proto"][i],
-                "note": self.flood_note if c["stage"][i] == STAGE_RATE else self.note,
-                "msg": (f"flood rule flagged flow as {cls} (model score {c['score'][i]:.3f})"
-                        if c["stage"][i] == STAGE_RATE else f"BNN flagged flow as {cls} (score {c['score'][i]:.3f})"),
+                "note": self._note(c["stage"][i]),
+                "msg": self._msg(c["stage"][i], cls, c["score"][i]),
                 "sub": f"stage={c['stage'][i]} score2={s2txt} model={verdicts.model}",
                 "src": oh,
                 "dst": c["resp_h"][i],

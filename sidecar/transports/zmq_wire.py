@@ -67,7 +67,7 @@ VERDICT_COLUMNS: tuple[Col, ...] = (
     Col("score2", "<f8", "stage-2 probability (agrees at the model's `bnn.threshold2`), NaN where stage 2 did not run"),
     Col("malicious", "|b1", "final decision"),
     Col("cls", STR, "family name"),
-    Col("stage", "|i1", "deciding stage (0 forced, 1 screen, 2 cascade, 3 flood rule)"),
+    Col("stage", "|i1", "deciding stage (0 forced, 1 screen, 2 cascade, 3 flood rule, 4 guessing rule)"),
 )
 #: other body keys per kind: key -> (type, meaning)
 BODY_KEYS: dict[str, tuple[tuple[str, str, str], ...]] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from sidecar.errors import SidecarError
+from sidecar.features.guess import GuessRule
 from sidecar.features.rate import RateRule
 from sidecar.transports.zmq_flow import ZmqFlowSource, ZmqVerdictSink
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flag only when the model's family head also names an attack")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule threshold (0 = off); it counts only the records this worker receives")
+    p.add_argument("--guess-threshold", type=int, default=GuessRule.threshold, metavar="N",
+                   help="guessing rule threshold (0 = off); it counts only the records this worker receives")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -56,12 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         rule = RateRule(args.rate_threshold)
+        guess = GuessRule(args.guess_threshold)
     except ValueError as exc:
-        log.error("--rate-threshold: %s", exc)
+        log.error("--rate-threshold/--guess-threshold: %s", exc)
         return 2
     try:
         scorer = make_scorer(args.model, args.engine, rule, threshold=args.threshold,
-                             family_agreement=args.family_agreement)
+                             family_agreement=args.family_agreement, guess=guess)
         src = ZmqFlowSource(args.pull, hwm=args.hwm, rejects=args.push, curve_secret=args.curve_secret,
                             curve_server=args.curve_ship_key, curve_rejects_server=args.curve_collector_key)
         sink = ZmqVerdictSink(args.push, curve_secret=args.curve_secret, curve_server=args.curve_collector_key)

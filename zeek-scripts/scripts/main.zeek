@@ -26,6 +26,11 @@ export {
 		## originator sent many connections to the same service within
 		## 1-2 s; the model alone called it benign.
 		Flood,
+		## The sidecar's guessing rule flagged this login session (stage 4):
+		## its originator opened many login sessions (SSH, FTP, telnet, ...)
+		## to the same service within 1-2 min; the model alone called it
+		## benign.
+		Password_Guessing,
 	};
 
 	## The wire layout the sidecar decodes. Fixed on purpose: packages that add
@@ -246,6 +251,12 @@ event BNN::verdict(uid: string, id: conn_id, score: double, cls: string,
 		NOTICE([$note=Flood, $uid=uid, $id=id, $msg=fmt(
 		    "flood rule flagged flow as %s (model score %.3f)", cls,
 		    score), $sub=fmt("stage=%d model=%s", stage, model),
+		    $identifier=cat(id$orig_h, "-", cls),
+		    $suppress_for=notice_suppress]);
+	else if ( stage == 4 )
+		NOTICE([$note=Password_Guessing, $uid=uid, $id=id, $msg=fmt(
+		    "guessing rule flagged login session as %s (model score %.3f)",
+		    cls, score), $sub=fmt("stage=%d model=%s", stage, model),
 		    $identifier=cat(id$orig_h, "-", cls),
 		    $suppress_for=notice_suppress]);
 	else
