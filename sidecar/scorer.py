@@ -19,7 +19,7 @@ from sidecar.engines.base import Engine, EngineOutput
 from sidecar.errors import ConfigError, ModelError
 from sidecar.features.capture import DuplicateCheck
 from sidecar.features.guess import GuessCounter, GuessRule
-from sidecar.features.rate import RateCounter, RateRule
+from sidecar.features.rate import RateCounter, RateRule, end_times, key_hash
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.networks import NetworkSet
@@ -190,14 +190,16 @@ class Scorer:
         re-classes the model's ``scan`` verdicts among them (a scan spreads over ports and hosts; these
         hit one service). ``cls`` and ``stage`` change in place; returns the new malicious mask."""
         spared = np.zeros(len(batch), dtype=bool)
+        # end times and key hashes once for both rules (the guessing rule alone hashes only its sessions)
+        t, h = (end_times(batch), key_hash(batch)) if self.rate.enabled else (None, None)
         if self.guess.enabled:
-            counts = self._counter(self._guess_counters, tag, GuessCounter, self.guess.window_s).update(batch)
+            counts = self._counter(self._guess_counters, tag, GuessCounter, self.guess.window_s).update(batch, t, h)
             mal, flagged, relabelled = self._apply(batch, counts >= self.guess.threshold, mal, cls, stage,
                                                    GUESS_CLASS, STAGE_GUESS, spared)  # fmt: skip
             self.guess_flagged += flagged
             self.guess_relabelled += relabelled
         if self.rate.enabled:
-            counts = self._counter(self._counters, tag, RateCounter, self.rate.window_s).update(batch)
+            counts = self._counter(self._counters, tag, RateCounter, self.rate.window_s).count(t, h)
             mal, flagged, relabelled = self._apply(batch, counts >= self.rate.threshold, mal, cls, stage,
                                                    RATE_CLASS, STAGE_RATE, spared)  # fmt: skip
             self.rate_flagged += flagged

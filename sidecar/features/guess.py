@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sidecar.features.rate import RateCounter
+from sidecar.features.rate import RateCounter, end_times, key_hash
 from sidecar.flow import FlowBatch
 
 #: application protocols that authenticate a client per connection (Zeek ``service`` / eve
@@ -61,21 +61,35 @@ class GuessRule:
         return self.threshold > 0
 
 
-_SERVICE_MEMO: dict[object, bool | None] = {}
+#: login port lookup (index = port); ports outside 0..65535 (missing: -1) are not login ports
+_IS_LOGIN_PORT = np.zeros(1 << 16, dtype=bool)
+_IS_LOGIN_PORT[LOGIN_PORTS] = True
+#: service kinds: :data:`NAMED_LOGIN`, :data:`NAMED_OTHER`, :data:`UNNAMED`
+UNNAMED, NAMED_LOGIN, NAMED_OTHER = 0, 1, 2
+_KIND: dict[object, int] = {}
+_KIND_MAX = 4096
 
 
-def _service_kind(s: object) -> bool | None:
-    """True: a login service; False: another named service; None: no service named."""
-    got = _SERVICE_MEMO.get(s, 0)
-    if got != 0:
-        return got  # type: ignore[return-value]
+def _service_kind(s: object) -> int:
     if not isinstance(s, str) or s in ("", "-", "failed"):
-        kind: bool | None = None
-    else:
-        kind = any(part.strip().lower() in LOGIN_SERVICES for part in s.split(","))
-    if len(_SERVICE_MEMO) < 4096:
-        _SERVICE_MEMO[s] = kind
-    return kind
+        return UNNAMED
+    return NAMED_LOGIN if any(part.strip().lower() in LOGIN_SERVICES for part in s.split(",")) else NAMED_OTHER
+
+
+def _service_kinds(values: list[object]) -> np.ndarray:
+    """:func:`_service_kind` of each value, through a bounded memo (a network has few service names)."""
+    try:
+        return np.fromiter(map(_KIND.__getitem__, values), dtype=np.int8, count=len(values))
+    except (KeyError, TypeError):
+        pass
+    try:
+        if len(_KIND) > _KIND_MAX:
+            _KIND.clear()
+        for v in set(values).difference(_KIND):
+            _KIND[v] = _service_kind(v)
+        return np.fromiter(map(_KIND.__getitem__, values), dtype=np.int8, count=len(values))
+    except TypeError:  # an unhashable value (not a reader's output)
+        return np.fromiter(map(_service_kind, values), dtype=np.int8, count=len(values))
 
 
 def login_sessions(batch: FlowBatch) -> np.ndarray:
@@ -83,34 +97,48 @@ def login_sessions(batch: FlowBatch) -> np.ndarray:
     n = len(batch)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    two_way = (np.nan_to_num(batch["orig_bytes"], nan=0.0) > 0) & (np.nan_to_num(batch["resp_bytes"], nan=0.0) > 0)
-    exchange = (np.nan_to_num(batch["orig_pkts"], nan=0.0) >= MIN_ORIG_PKTS) & (
-        np.nan_to_num(batch["resp_pkts"], nan=0.0) >= MIN_RESP_PKTS
-    )
-    cand = np.flatnonzero(two_way & exchange & (batch["proto"] == "tcp"))
+    # NaN (missing) compares False: a missing count is never "enough"
+    ok = batch["orig_pkts"] >= MIN_ORIG_PKTS
+    ok &= batch["resp_pkts"] >= MIN_RESP_PKTS
+    ok &= batch["orig_bytes"] > 0
+    ok &= batch["resp_bytes"] > 0
+    cand = np.flatnonzero(ok)
     out = np.zeros(n, dtype=bool)
     if len(cand) == 0:
         return out
-    kinds = [_service_kind(s) for s in batch["service"][cand].tolist()]
-    named = np.fromiter((k is True for k in kinds), dtype=bool, count=len(cand))
-    unnamed = np.fromiter((k is None for k in kinds), dtype=bool, count=len(cand))
-    out[cand] = named | (unnamed & np.isin(batch["resp_p"][cand], LOGIN_PORTS))
+    cand = cand[batch["proto"][cand] == "tcp"]
+    kinds = _service_kinds(batch["service"][cand].tolist())
+    port = batch["resp_p"][cand]
+    by_port = _IS_LOGIN_PORT[np.clip(port, 0, 0xFFFF)] & (port >= 0) & (port <= 0xFFFF)
+    out[cand] = (kinds == NAMED_LOGIN) | ((kinds == UNNAMED) & by_port)
     return out
+
+
+#: hash-table slots of a guessing counter (login sessions are few: 16 Ki slots, 256 KB per source)
+SLOTS = 1 << 14
 
 
 class GuessCounter:
     """Login sessions per key over a sliding pair of time buckets; 0 for records that are not sessions."""
 
     def __init__(self, window_s: float = 60.0) -> None:
-        self._rate = RateCounter(window_s)
+        self._rate = RateCounter(window_s, SLOTS)
 
     @property
     def untimed(self) -> int:
         return self._rate.untimed
 
-    def update(self, batch: FlowBatch) -> np.ndarray:
+    def update(self, batch: FlowBatch, t: np.ndarray | None = None, h: np.ndarray | None = None) -> np.ndarray:
+        """Count the batch's login sessions; each record's count (0 for other records). ``t``/``h``: the
+        batch's :func:`~sidecar.features.rate.end_times` and :func:`~sidecar.features.rate.key_hash`
+        when the caller has them already (the scorer computes them once for both rules)."""
         out = np.zeros(len(batch), dtype=np.int32)
         idx = np.flatnonzero(login_sessions(batch))
-        if len(idx):
-            out[idx] = self._rate.update(batch.take(idx) if len(idx) < len(batch) else batch)
+        if len(idx) == 0:
+            return out
+        if t is None or h is None:  # hash only the sessions
+            sub = batch.take(idx)
+            out[idx] = self._rate.count(end_times(sub), key_hash(sub))
+        else:
+            out[idx] = self._rate.count(t[idx], h[idx])
         return out

@@ -129,33 +129,47 @@ def key_hash(batch: FlowBatch) -> np.ndarray:
     return _mix(h ^ (port << np.uint64(8)) ^ proto)
 
 
+def end_times(batch: FlowBatch) -> np.ndarray:
+    """Each record's end time ``ts + duration`` (duration missing or negative: ``ts``); NaN if untimed."""
+    dur = np.asarray(batch["duration"], dtype=np.float64)
+    out: np.ndarray = np.asarray(batch["ts"], dtype=np.float64) + np.where(np.isfinite(dur) & (dur > 0), dur, 0.0)
+    return out
+
+
 class RateCounter:
     """Per-key record counts over a sliding pair of time buckets (see the module docstring)."""
 
-    def __init__(self, window_s: float = 1.0) -> None:
+    def __init__(self, window_s: float = 1.0, slots: int = SLOTS) -> None:
         if not window_s > 0:
             raise ValueError(f"rate window must be > 0 s, got {window_s}")
+        if slots < 2 or slots & (slots - 1):
+            raise ValueError(f"slots must be a power of two >= 2, got {slots}")
         self.window_s = float(window_s)
-        self._stamp = np.full(SLOTS, np.iinfo(np.int64).min // 2, dtype=np.int64)
-        self._cur = np.zeros(SLOTS, dtype=np.int32)
-        self._prev = np.zeros(SLOTS, dtype=np.int32)
+        self._shift = np.uint64(64 - slots.bit_length() + 1)
+        self._stamp = np.full(slots, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        self._cur = np.zeros(slots, dtype=np.int32)
+        self._prev = np.zeros(slots, dtype=np.int32)
         self.untimed = 0
 
     def update(self, batch: FlowBatch) -> np.ndarray:
         """Add the batch's records; return each record's key count (int32, 0 where untimed)."""
-        n = len(batch)
+        return self.count(end_times(batch), key_hash(batch))
+
+    def count(self, t: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Add records given by their end time ``t`` (:func:`end_times`; NaN = untimed, not counted)
+        and key hash ``h`` (:func:`key_hash`), in arrival order; each record's key count (int32)."""
+        n = len(t)
         out = np.zeros(n, dtype=np.int32)
         if n == 0:
             return out
-        dur = np.asarray(batch["duration"], dtype=np.float64)
-        t = np.asarray(batch["ts"], dtype=np.float64) + np.where(np.isfinite(dur) & (dur > 0), dur, 0.0)
         ok = np.flatnonzero(np.isfinite(t))
         self.untimed += n - len(ok)
         if not len(ok):
             return out
-        h = key_hash(batch.take(ok)) if len(ok) < n else key_hash(batch)
-        b = np.floor(np.clip(t[ok] / self.window_s, -(2.0**50), 2.0**50)).astype(np.int64)
-        out[ok] = self._add((h >> np.uint64(64 - SLOTS.bit_length() + 1)).astype(np.intp), b)
+        if len(ok) < n:
+            t, h = t[ok], h[ok]
+        b = np.floor(np.clip(t / self.window_s, -(2.0**50), 2.0**50)).astype(np.int64)
+        out[ok] = self._add((h >> self._shift).astype(np.intp), b)
         return out
 
     def _add(self, idx: np.ndarray, b: np.ndarray) -> np.ndarray:
