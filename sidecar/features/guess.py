@@ -31,16 +31,16 @@ import numpy as np
 from sidecar.features.rate import RateCounter, end_times, key_hash
 from sidecar.flow import FlowBatch
 
-#: application protocols that authenticate a client per connection (Zeek ``service`` / eve
-#: ``app_proto`` names, lower case; Zeek writes several as a comma-separated list)
-LOGIN_SERVICES = frozenset(
-    {"ssh", "ftp", "telnet", "rdp", "vnc", "rfb", "mysql", "postgresql", "pgsql", "tds", "mssql", "pop3",
-     "imap", "smtp", "smb", "ldap", "krb", "krb_tcp", "ntlm", "sip", "rlogin", "rsh"}
-)  # fmt: skip
+#: interactive remote-login protocols, where a client opens a session to log in (Zeek ``service`` / eve
+#: ``app_proto`` names, lower case; Zeek writes several as a comma-separated list). Left out on purpose:
+#: protocols whose clients open a connection per request by design (SQL from application servers,
+#: IMAP/POP3 from webmail, SMTP between mail servers, LDAP binds, Kerberos, NTLM over HTTP): counting
+#: their sessions would flag busy servers, not guessers.
+LOGIN_SERVICES = frozenset({"ssh", "ftp", "telnet", "rdp", "vnc", "rfb", "smb", "rlogin", "rsh"})
 #: server ports of those protocols, used only when the record names no application protocol
+LOGIN_PORTS = np.array([21, 22, 23, 445, 513, 514, 2222, 2323, 3389, 5900])
 #: packets a login session has at least: SYN, ACK, request / SYN-ACK, reply
 MIN_ORIG_PKTS, MIN_RESP_PKTS = 3, 2
-LOGIN_PORTS = np.array([21, 22, 23, 110, 143, 389, 445, 513, 514, 993, 995, 1433, 2222, 2323, 3306, 3389, 5432, 5900])
 
 
 @dataclass(frozen=True)
