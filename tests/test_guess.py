@@ -176,3 +176,24 @@ def test_committed_eve_is_what_suricata_7_writes(tmp_path: Path, shared: Path) -
         for name in ("orig_h", "resp_h", "resp_p", "proto", "service", "orig_pkts", "resp_pkts", "orig_bytes",
                      "resp_bytes", "duration", "orig_flags", "resp_flags"):  # fmt: skip
             np.testing.assert_array_equal(new[name], old[name], err_msg=f"{path.name}: {name}")
+
+
+def test_odd_values_are_counted_or_not_never_fatal(brute: FlowBatch) -> None:
+    """A plugin or a ZMQ shipper may send anything: unhashable or numeric services, ports out of range,
+    missing counts. The session mask decides without crashing; a score() call over them works."""
+    b = brute.take(np.arange(len(brute)))
+    svc = b["service"].copy()
+    svc[0], svc[1], svc[2], svc[3] = ["ssh"], 22, "SSH,ftp", "ssl,smb"
+    b.cols["service"] = svc
+    port = b["resp_p"].copy()
+    port[4], port[5] = 70000, -1
+    b.cols["resp_p"] = port
+    b.cols["orig_pkts"] = b["orig_pkts"].copy()
+    b.cols["orig_pkts"][6] = np.nan
+    s = login_sessions(b)
+    # a list or a number is no service name: the port decides (902: no); "SSH,ftp" and "ssl,smb" name a login
+    assert s[:4].tolist() == [False, False, True, True]
+    assert not s[6]  # a missing packet count is not "enough packets"
+    assert bool(s[4]) and bool(s[5])  # app_proto ssh names the login whatever the port says
+    v = make_scorer(MODEL, "onnx").score(b)
+    assert len(v) == len(b)
