@@ -75,6 +75,8 @@ def test_e2e_rows(result: dict[str, Any]) -> None:
 
     assert sorted((r["engine"], r["input"], str(r["rate_rule"])) for r in rows) == sorted(
         (r["engine"], r["input"], v) for r in rows for v in (str(RateRule().threshold), "off") if r["rate_rule"] == "off")
+    # the guessing rule is on and off in the same rows as the flood rule
+    assert all((r["rate_rule"] == "off") == (r["guess_rule"] == "off") for r in rows)
     for r in rows:
         assert r["flows"] > 0 and r["e2e_flows_per_s"] > 0 and r["ratio_vs_parse"] > 0
         assert r["verdict_bytes_per_pass"] > 100 * r["flows"]

@@ -40,8 +40,8 @@ def bench_e2e(
 ) -> list[dict[str, Any]]:
     """Per input and engine: verdicts/s end to end beside the reader alone on the same lines.
 
-    Two rows per input and engine: with the flood and guessing rules as shipped (``rate_rule`` = the
-    flood threshold) and without either (``off``), timed in the same interleaved passes as the reader alone."""
+    Two rows per input and engine: with the flood and guessing rules as shipped (``rate_rule`` /
+    ``guess_rule`` = their thresholds) and without either (``off``), timed in the same interleaved passes as the reader alone."""
     from sidecar.features.guess import GuessRule
     from sidecar.features.rate import RateRule
     from sidecar.scorer import make_scorer
@@ -68,6 +68,7 @@ def bench_e2e(
                     {
                         "engine": kind,
                         "rate_rule": sc.rate.threshold or "off",
+                        "guess_rule": sc.guess.threshold or "off",
                         "input": inp.path.name,
                         "format": inp.fmt,
                         "flows": timing.result,

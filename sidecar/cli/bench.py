@@ -39,7 +39,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
               "reader_rec_per_s_wall"),
     "features": ("input", "format", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu"),
     "model": ("engine", "path", "batch", "calls", "p50_us", "p99_us", "flows_per_s", "flows_per_s_cpu", "stage2_frac"),
-    "e2e": ("engine", "rate_rule", "input", "format", "flows", "e2e_flows_per_s", "parse_rec_per_s", "ratio_vs_parse",
+    "e2e": ("engine", "rate_rule", "guess_rule", "input", "format", "flows", "e2e_flows_per_s", "parse_rec_per_s", "ratio_vs_parse",
             "e2e_flows_per_s_wall"),
     "rss": ("engine", "input", "flows", "peak_rss_mb", "rss_after_load_mb", "onnxruntime_loaded"),
 }  # fmt: skip
