@@ -89,10 +89,14 @@ def test_whatif_rules_start_from_the_shipped_verdicts_and_remove_only_what_they_
         assert np.array_equal(v["shipped"] & ~v["scan-veto"], model & (cls == "scan") & two_way)
         assert not (v["dos-gate"] & ~v["shipped"]).any()
         assert np.isin(cls[v["shipped"] & ~v["dos-gate"]], ["dos", "ddos"]).all()
+        assert (v["flood-tier"] | ~v["shipped"]).all()  # the tier only adds
     # the lab benign capture has scan verdicts on two-way flows, so the veto is not vacuous there
     ben = sets[("benign", "eve")]
     vb = wr.verdicts(ben.batch, "onnx")
     assert (vb["shipped"] & ~vb["scan-veto"]).sum() >= 10
+    slow = sets[("dos-slowloris", "eve")]
+    vs = wr.verdicts(slow.batch, "onnx")
+    assert (vs["flood-tier"] & ~vs["shipped"]).sum() >= 30  # measured: +38 of 162
 
 
 def test_thirdparty_results_are_regenerated_from_the_committed_records() -> None:

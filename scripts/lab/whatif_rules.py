@@ -1,6 +1,6 @@
-"""What-ifs for two post-model rules that were measured and NOT adopted (docs/CROSS_SOURCE.md, item 11).
+"""What-ifs for three rules that were measured and NOT adopted (docs/CROSS_SOURCE.md, item 11).
 
-Both start from a fact of the training rows and remove model verdicts that contradict it:
+Two start from a fact of the training rows and remove model verdicts that contradict it:
 
 * ``scan-veto``: a ``scan`` verdict on a flow that carried payload in BOTH directions is dropped.
   Only 1.3 % of the CIC scan rows the model was trained on carry payload both ways (a probe has
@@ -9,6 +9,11 @@ Both start from a fact of the training rows and remove model verdicts that contr
 * ``dos-gate``: a ``dos``/``ddos`` verdict of the model whose key (client, server, port, proto)
   has no other record in its flood-rule window (count < 2, ``sidecar/features/rate.py``) is
   dropped: a denial of service is many connections, not one.
+
+One adds verdicts:
+
+* ``flood-tier``: a second, lower flood-rule tier for flows the model already finds somewhat suspicious
+  (flood count >= 10 and model score >= 0.05): slowloris's idle connections score 0.05-0.17.
 
 Scored the way ``scripts/lab/cross_source.py`` scores (shipped model, flood rule on, micro-batches
 of 1024 in file order, counts from zero per file). Prints a Markdown table: per population, the
@@ -34,10 +39,10 @@ from sidecar.features.rate import RateCounter
 from sidecar.features.schema import FEATURE_NAMES, extract
 from sidecar.flow import FlowBatch
 from sidecar.scorer import make_scorer
-from sidecar.verdict import STAGE_RATE
+from sidecar.verdict import STAGE_GUESS, STAGE_RATE
 
 BATCH = 1024
-RULES = ("shipped", "scan-veto", "dos-gate")
+RULES = ("shipped", "scan-veto", "dos-gate", "flood-tier")
 _IO, _IR = FEATURE_NAMES.index("log_orig_bytes"), FEATURE_NAMES.index("log_resp_bytes")
 
 
@@ -45,22 +50,24 @@ def verdicts(batch: FlowBatch, engine: str) -> dict[str, np.ndarray]:
     """Malicious mask per rule for every record of one file."""
     scorer = make_scorer(MODEL, engine)
     counter = RateCounter(scorer.rate.window_s)
-    mal, cls, stage, count = [], [], [], []
+    mal, cls, stage, count, score = [], [], [], [], []
     for i in range(0, len(batch), BATCH):
         part = batch.take(np.arange(i, min(i + BATCH, len(batch))))
         v = scorer.score(part)
         mal.append(v.malicious)
         cls.append(v.cls)
         stage.append(v.stage)
+        score.append(v.score)
         count.append(counter.update(part))
-    m, c, s, n = (np.concatenate(x) for x in (mal, cls, stage, count))
+    m, c, s, n, p = (np.concatenate(x) for x in (mal, cls, stage, count, score))
     X = extract(batch)
     two_way = (np.nan_to_num(X[:, _IO]) > 0) & (np.nan_to_num(X[:, _IR]) > 0)
-    model = m & (s != STAGE_RATE)
+    model = m & ~np.isin(s, [STAGE_RATE, STAGE_GUESS])
     return {
         "shipped": m,
         "scan-veto": m & ~(model & (c == "scan") & two_way),
         "dos-gate": m & ~(model & np.isin(c, ["dos", "ddos"]) & (n < 2)),
+        "flood-tier": m | ((n >= 10) & (p >= 0.05)),
     }
 
 
@@ -85,15 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         n[pop] += int(mask.sum())
         for r in RULES:
             k[(pop, r)] += int((mask & v[r]).sum())
-    print("| population | n | shipped | scan-veto | removed | dos-gate | removed |")
-    print("|---|---|---|---|---|---|---|")
+    print("| population | n | shipped | " + " | ".join(f"{r} | change" for r in RULES[1:]) + " |")
+    print("|---|---|---|" + "---|---|" * (len(RULES) - 1))
     for pop, total in n.items():
         if total == 0:
             continue
         s = k[(pop, "shipped")]
         cells = [f"{s / total:.4f}"]
         for r in RULES[1:]:
-            cells += [f"{k[(pop, r)] / total:.4f}", str(s - k[(pop, r)])]
+            cells += [f"{k[(pop, r)] / total:.4f}", f"{k[(pop, r)] - s:+d}"]
         print(f"| {pop} | {total} | " + " | ".join(cells) + " |")
     return 0
 
