@@ -81,7 +81,7 @@ class Scorer:
     rate: RateRule = field(default_factory=RateRule)
     #: flows flagged by the flood rule alone (the model said benign)
     rate_flagged: int = 0
-    #: flows the flood rule would have flagged but whose client is in ``rate.ignore``
+    #: flows the flood or guessing rule would have flagged but whose client is in ``rate.ignore``
     rate_ignored: int = 0
     #: flows the model flagged as ``scan`` that the flood rule's count re-classed as ``dos``
     rate_relabelled: int = 0
@@ -169,7 +169,7 @@ class Scorer:
 
     def score(self, batch: FlowBatch, source: str | None = None) -> VerdictBatch:
         """Verdicts for one batch. ``source`` names where the records came from (the service passes its
-        source's label); the flood rule and the capture check count per source, by default per format
+        source's label); the count rules and the capture check count per source, by default per format
         (``batch.source``)."""
         tag = batch.source if source is None else source
         x = extract(batch)
