@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from sidecar.flow import FlowBatch, ip_header_bytes
 from sidecar.sources.amounts import check_amounts
 from sidecar.sources.base import ReadStats
 from sidecar.sources.bom import is_gzip, open_records
-from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked
+from sidecar.sources.eve_chunks import PAT, PAT_FLOW, coalesce, nonflow_key, read_chunked, value_columns
 from sidecar.sources.eve_columns import (
     _DECODER,
     _EV_FIELDS,
@@ -70,11 +69,6 @@ def _dict_row(ev: dict[str, Any]) -> tuple[Any, ...] | None:
     )
 
 
-_EV_GET = [attrgetter(k) for k in _EV_FIELDS]
-_FLOW_GET = [attrgetter(k) for k in _FLOW_FIELDS]
-_TS_GET, _TC_GET = attrgetter("tcp_flags_ts"), attrgetter("tcp_flags_tc")
-
-
 try:
     from msgspec.structs import astuple as _astuple
 except ImportError:  # pragma: no cover - then there are no structs to convert
@@ -92,14 +86,14 @@ def _fast_columns(items: list[Any], raws: list[bytes], typed: bool) -> dict[str,
     ``items`` holds msgspec structs and/or :func:`_dict_row` tuples; ``typed``: all
     are structs, whose value types msgspec has already checked.
     """
-    if typed:  # msgspec structs: one C-level pass per column
-        (flows, proto_raw, src, dst, _, fids, sport, dport, app, tcps) = (tuple(map(g, items)) for g in _EV_GET)
-        (start, op_, rp_, ob_, rb_, end, state, reason) = (tuple(map(g, flows)) for g in _FLOW_GET)
-        fts, ftc = tuple(map(_TS_GET, tcps)), tuple(map(_TC_GET, tcps))
-    else:
-        tuples = [x if type(x) is tuple else _struct_row(x) for x in items]
-        (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
-         start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
+    if typed:  # msgspec flow structs: the chunked reader's column pull (one C loop per struct)
+        cols = value_columns(items)
+        if cols is None:  # pragma: no cover - the line reader keeps only event_type "flow"
+            raise TypeError("not a flow event")
+        return compute_columns(cols, raws, typed)
+    tuples = [x if type(x) is tuple else _struct_row(x) for x in items]
+    (_, proto_raw, src, dst, _, fids, sport, dport, app, _,
+     start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc) = zip(*tuples, strict=True)  # fmt: skip
     return compute_columns(
         (proto_raw, src, dst, fids, sport, dport, app, start, op_, rp_, ob_, rb_, end, state, reason, fts, ftc),
         raws,
