@@ -25,11 +25,13 @@ Other records are never counted or flagged by this rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from sidecar.features.rate import RateCounter, end_times, key_hash
+from sidecar.features.rate import CountRule, RateCounter, end_times, key_hash
 from sidecar.flow import FlowBatch
+from sidecar.memo import memo_map
 
 #: interactive remote-login protocols, where a client opens a session to log in (Zeek ``service`` / eve
 #: ``app_proto`` names, lower case; Zeek writes several as a comma-separated list). Left out on purpose:
@@ -44,21 +46,13 @@ MIN_ORIG_PKTS, MIN_RESP_PKTS = 3, 2
 
 
 @dataclass(frozen=True)
-class GuessRule:
+class GuessRule(CountRule):
     """Flag a login session when its key had at least ``threshold`` sessions in its window (0 = off)."""
 
     threshold: int = 10
     window_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.threshold < 0:
-            raise ValueError(f"guess_threshold must be >= 0 (0 = off), got {self.threshold}")
-        if not 0 < self.window_s <= 86400:
-            raise ValueError(f"guess_window_s must be in (0, 86400], got {self.window_s}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.threshold > 0
+    NAME: ClassVar[str] = "guess"
+    MAX_WINDOW_S: ClassVar[float] = 86400.0
 
 
 #: login port lookup (index = port); ports outside 0..65535 (missing: -1) are not login ports
@@ -79,17 +73,10 @@ def _service_kind(s: object) -> int:
 def _service_kinds(values: list[object]) -> np.ndarray:
     """:func:`_service_kind` of each value, through a bounded memo (a network has few service names)."""
     try:
-        return np.fromiter(map(_KIND.__getitem__, values), dtype=np.int8, count=len(values))
-    except (KeyError, TypeError):
-        pass
-    try:
-        if len(_KIND) > _KIND_MAX:
-            _KIND.clear()
-        for v in set(values).difference(_KIND):
-            _KIND[v] = _service_kind(v)
-        return np.fromiter(map(_KIND.__getitem__, values), dtype=np.int8, count=len(values))
+        kinds = memo_map(values, _service_kind, _KIND, _KIND_MAX)
     except TypeError:  # an unhashable value (not a reader's output)
-        return np.fromiter(map(_service_kind, values), dtype=np.int8, count=len(values))
+        kinds = list(map(_service_kind, values))
+    return np.fromiter(kinds, dtype=np.int8, count=len(values))
 
 
 def login_sessions(batch: FlowBatch) -> np.ndarray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import repeat
+from typing import ClassVar
 
 import numpy as np
 
@@ -41,7 +42,28 @@ _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np
 
 
 @dataclass(frozen=True)
-class RateRule:
+class CountRule:
+    """A count rule beside the model: its threshold (0 = off) and time bucket, checked. ``NAME`` is
+    the prefix of its config keys (``<NAME>_threshold``, ``<NAME>_window_s``) in error messages."""
+
+    threshold: int
+    window_s: float
+    NAME: ClassVar[str] = "count"
+    MAX_WINDOW_S: ClassVar[float] = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.threshold < 0:
+            raise ValueError(f"{self.NAME}_threshold must be >= 0 (0 = off), got {self.threshold}")
+        if not 0 < self.window_s <= self.MAX_WINDOW_S:
+            raise ValueError(f"{self.NAME}_window_s must be in (0, {self.MAX_WINDOW_S:g}], got {self.window_s}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold > 0
+
+
+@dataclass(frozen=True)
+class RateRule(CountRule):
     """Flag a record when its key had at least ``threshold`` records in its window (0 = off).
 
     ``ignore``: client networks (CIDR text) the rule never flags — the site's proxies, NAT
@@ -51,16 +73,7 @@ class RateRule:
     threshold: int = 50
     window_s: float = 1.0
     ignore: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.threshold < 0:
-            raise ValueError(f"rate_threshold must be >= 0 (0 = off), got {self.threshold}")
-        if not 0 < self.window_s <= 3600:
-            raise ValueError(f"rate_window_s must be in (0, 3600], got {self.window_s}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.threshold > 0
+    NAME: ClassVar[str] = "rate"
 
 
 def _mix(h: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from sidecar.flow import IP_HDR, ip_header_bytes
+from sidecar.memo import memo_map
 from sidecar.sources.eve_time import _ts_column
 
 try:  # optional: decodes flow lines straight into typed structs, faster than orjson dicts
@@ -59,24 +60,8 @@ def _ip_bytes(total: float, pkts: float, ip_hdr: int = IP_HDR) -> float:
 
 
 def _mapped(vals: Sequence[Any], fn: Any, memo: dict[Any, Any] | None = None) -> list[Any]:
-    """``[fn(v) for v in vals]`` computed once per distinct value (raises TypeError if unhashable).
-
-    ``memo``: a dict kept across calls for the same ``fn`` (cleared past :data:`_MEMO_MAX`
-    values). Only for values whose equal keys have equal results (``1 == 1.0 == True``):
-    typed values, or an ``fn`` that gives such keys one answer.
-    """
-    if memo is None:
-        m = {v: fn(v) for v in set(vals)}
-        return list(map(m.__getitem__, vals))
-    try:
-        return list(map(memo.__getitem__, vals))
-    except KeyError:
-        pass
-    new = set(vals).difference(memo)
-    if len(memo) + len(new) > _MEMO_MAX:
-        memo.clear()
-    memo.update({v: fn(v) for v in new})
-    return list(map(memo.__getitem__, vals))
+    """:func:`sidecar.memo.memo_map` with this module's bound :data:`_MEMO_MAX`."""
+    return memo_map(vals, fn, memo, _MEMO_MAX)
 
 
 _MEMO_MAX = 4096
