@@ -69,6 +69,7 @@ FIELDS: tuple[Field, ...] = (
     Field("resp_flags", I16, "bitmask", "union of TCP flags sent by responder; -1 missing"),
 )
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 
 #: IP header bytes per packet for payload estimates from IP bytes (options and IPv6 extension
 #: headers are not known and not subtracted)
@@ -78,7 +79,6 @@ IP_HDR, IP6_HDR = 20, 40
 def ip_header_bytes(addr: object) -> int:
     """IP header bytes of an address's family: 40 for IPv6 text (it has a colon), else 20."""
     return IP6_HDR if isinstance(addr, str) and ":" in addr else IP_HDR
-COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 
 
 @dataclass

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import LAB_DIR, MODEL, ROOT, SOURCES, counter_str, fmt_rate, load_lab, rate, read_all, shared_dir
 
-from sidecar.features.capture import MIN_ATTEMPTS, DuplicateCheck
+from sidecar.features.capture import MIN_ATTEMPTS, DuplicateCheck, SourceTally
 from sidecar.features.guess import GuessRule
 from sidecar.features.labels import family, zeek_family
 from sidecar.features.rate import RateRule
@@ -151,11 +151,11 @@ def eval_zeek(scorer: Scorer, shared: Path) -> dict[str, Any]:
                               "flagged_model_suspect": int((m & sus & model).sum())}
         fams = np.asarray([zeek_family(x) for x in labels.tolist()], dtype=object)
         health = DuplicateCheck()  # does this capture's sensor see every packet twice?
+        health.sources[cap] = SourceTally()  # reported even with no unanswered SYN at all
         health.update(cap, extract(batch))
         out[str(p.parent.relative_to(base))] = {"records": len(batch), "skipped": dict(stats.skipped), "labels": rows,
                                                 "outcomes": _outcomes(batch, fams, sus, model),
-                                                "capture": health.summary().get(cap, {"unanswered_syn": 0, "twin_syn": 0,
-                                                                                      "share": 0.0, "duplicating": False})}
+                                                "capture": health.summary()[cap]}
     return out
 
 

@@ -54,7 +54,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-window", type=float, default=RateRule.window_s, metavar="SECONDS",
                    help="flood rule: time bucket in seconds; the count covers 1-2 buckets (default %(default)s)")
     p.add_argument("--rate-ignore", default="", metavar="CIDR[,CIDR...]",
-                   help="flood rule: client networks it never flags (proxies, NAT gateways, load balancers)")
+                   help="flood and guessing rules: client networks they never flag (proxies, NAT gateways, "
+                        "load balancers, monitoring hosts)")
     p.add_argument("--guess-threshold", type=int, default=GuessRule.threshold, metavar="N",
                    help="guessing rule: flag a login session (SSH, FTP, telnet, ...) when its client opened N or more "
                         "to the same service within 1-2 time buckets; 0 = off (default %(default)s)")

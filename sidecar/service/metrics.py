@@ -15,6 +15,8 @@ histograms are observed by the scoring loop. Each service gets its own
 | ``bnn_sidecar_records_inflight`` | gauge | (read, not yet scored/forwarded/skipped/rejected) |
 | ``bnn_sidecar_verdicts_total`` | counter | class |
 | ``bnn_sidecar_flood_rule_flagged_total`` / ``_flood_rule_reclassed_total`` | counter | (flood rule: flagged alone / scan re-classed dos) |
+| ``bnn_sidecar_guess_rule_flagged_total`` / ``_guess_rule_reclassed_total`` | counter | (guessing rule: flagged alone / scan re-classed bruteforce) |
+| ``bnn_sidecar_family_agreement_vetoed_total`` | counter | (both BNNs flagged, the family head said benign; ``sidecar.family_agreement``) |
 | ``bnn_sidecar_unanswered_syn_total`` / ``_twin_syn_total`` | counter | source (twins / attempts near 1: the sensor sees each packet twice) |
 | ``bnn_sidecar_batches_total`` | counter | |
 | ``bnn_sidecar_batch_latency_seconds`` | histogram | (first record of a micro-batch in → verdicts written) |
