@@ -99,17 +99,17 @@ def eval_labelled(scorer: Scorer, out: Path = OUT) -> dict[str, Any]:
     return res
 
 
-def _groups(batch: Any, extra: np.ndarray | None = None) -> np.ndarray:
+def _groups(batch: Any) -> np.ndarray:
     """A short description of each flow: proto, answered or not, application protocol."""
     out = []
     for i in range(len(batch)):
         proto, state = str(batch["proto"][i]), batch["flow_state"][i]
         app = batch["service"][i]
-        if proto == "tcp" and int(batch["resp_pkts"][i]) == 0:
+        if proto == "tcp" and batch["resp_pkts"][i] == 0:  # NaN (missing) is not "unanswered"
             kind = "tcp, unanswered"
         else:
             kind = f"{proto}, {app}" if app else f"{proto}, {state or '?'}"
-        out.append(kind if extra is None else f"{extra[i]}: {kind}")
+        out.append(kind)
     return np.asarray(out, dtype=object)
 
 
@@ -143,8 +143,7 @@ def eval_unlabelled(scorer: Scorer, shared: Path) -> dict[str, Any]:
     alerted = _alerted_uids(exposed_path)
 
     def by_alert(batch: Any) -> np.ndarray:
-        tag = np.asarray(["alerted" if u in alerted else "no alert" for u in batch["uid"].tolist()], dtype=object)
-        return np.asarray([f"{t}" for t in tag], dtype=object)
+        return np.asarray(["alerted" if u in alerted else "no alert" for u in batch["uid"].tolist()], dtype=object)
 
     exposed = _describe(scorer, exposed_path, by_alert)
     exposed["alerting_flows"] = len(alerted)
