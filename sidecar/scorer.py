@@ -47,6 +47,10 @@ class ModelMeta:
     s2_offset: float
     threshold1: float
     threshold2: float
+    #: scales of stage 1's and the committee member's family logits (``bnn.fam_scale``,
+    #: ``bnn.s2_fam_scale``); None for a model whose stage 2 has no family head
+    fam_scale: float | None = None
+    s2_fam_scale: float | None = None
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> ModelMeta:
@@ -60,9 +64,25 @@ class ModelMeta:
                 s2_offset=float(props["bnn.s2_offset"]),
                 threshold1=float(props["bnn.threshold1"]),
                 threshold2=float(props["bnn.threshold2"]),
+                fam_scale=float(props["bnn.fam_scale"]) if "bnn.fam_scale" in props else None,
+                s2_fam_scale=float(props["bnn.s2_fam_scale"]) if "bnn.s2_fam_scale" in props else None,
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"model metadata is incomplete or malformed: {exc}") from exc
+
+
+def family_logits(out: EngineOutput, meta: ModelMeta) -> np.ndarray:
+    """The family scores the verdict's class is named by: with a committee member's family head
+    (``fam2_logits`` and both scales), both members vote, each head's integer logits times its
+    scale, summed (on the held-out CIC rows 190 family errors instead of 197; 10-fold CV: 8 % fewer,
+    model card); else stage 1's integer logits. Only rows stage 2 ran on carry ``fam2_logits``,
+    which covers every flagged row."""
+    fam = np.asarray(out.fam_logits)
+    f2 = out.fam2_logits
+    if f2 is None or meta.fam_scale is None or meta.s2_fam_scale is None or f2.shape != fam.shape:
+        return fam
+    both: np.ndarray = fam * meta.fam_scale + np.asarray(f2) * meta.s2_fam_scale
+    return both
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -113,7 +133,7 @@ class Scorer:
         screen = p1 >= m.threshold1
         p2 = np.where(screen, p2_all, np.nan)
         mal = screen & (p2_all >= m.threshold2)
-        fam = np.asarray(out.fam_logits)
+        fam = family_logits(out, m)
         best_any = fam.argmax(axis=1)
         if self.family_agreement:
             veto = mal & (best_any == 0)

@@ -37,7 +37,8 @@ Screen = Any
 
 
 def _same(a: EngineOutput, b: EngineOutput, what: str) -> None:
-    for k in ("bin_logit", "fam_logits", "stage2_logit"):
+    assert (a.fam2_logits is None) == (b.fam2_logits is None), what
+    for k in ("bin_logit", "fam_logits", "stage2_logit") + (("fam2_logits",) if a.fam2_logits is not None else ()):
         x, y = getattr(a, k), getattr(b, k)
         assert x.dtype == np.int32 and y.dtype == np.int32, (what, k)
         assert np.array_equal(x, y), (what, k, int((x != y).sum()))
@@ -49,6 +50,10 @@ def _cascade_ok(ref: EngineOutput, c: EngineOutput, screen: Screen, what: str) -
     assert c.stage2_logit.dtype == np.int32 and c.stage2_logit.shape == ref.stage2_logit.shape, what
     assert np.array_equal(c.stage2_logit[m], ref.stage2_logit[m]), what
     assert not c.stage2_logit[~m].any(), what
+    assert (c.fam2_logits is None) == (ref.fam2_logits is None), what
+    if c.fam2_logits is not None and ref.fam2_logits is not None:  # the member's family head: rows as stage 2's
+        assert c.fam2_logits.dtype == np.int32 and c.fam2_logits.shape == ref.fam2_logits.shape, what
+        assert np.array_equal(c.fam2_logits[m], ref.fam2_logits[m]) and not c.fam2_logits[~m].any(), what
     return int(m.sum())
 
 
@@ -111,6 +116,12 @@ def test_shipped_plan_reuses_stage1(shipped: dict[str, Any]) -> None:
     assert res.s1_levels == [0] and res.n_bits() == 0 and new_units == s2_units
     assert shipped["onnx"].split and shipped["onnx_norewrite"].split
     assert shipped["numpy"]._res is not None and shipped["numpy_tower"]._res is None
+    # the member's family head rides on the plan's head: column 0 stage2_logit, then K family columns
+    k = int(p["s1.Wfam"].shape[1])
+    assert res.head.bias is not None and len(res.head.bias) == 1 + k and p["s2.Wfam"].shape[1] == k
+    x = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
+    for name, eng in shipped.items():  # every path of both engines returns it, so the comparisons below are not vacuous
+        assert eng.run(x).fam2_logits.shape == (3, k), name
 
 
 def _fixture_paths(shared: Path) -> list[Path]:

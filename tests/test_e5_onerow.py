@@ -70,10 +70,15 @@ def _check_rows(eng: Any, ref_out: EngineOutput, x: np.ndarray, screen: Any) -> 
                 assert got.dtype == np.int32 and got.shape == want.shape and np.array_equal(got, want), (what, i, k)
             s_got = o.stage2_logit
             assert s_got.dtype == np.int32 and s_got.shape == s.shape, (what, i)
+            f2_want = None if ref_out.fam2_logits is None else ref_out.fam2_logits[i : i + 1]
+            f2 = o.fam2_logits
+            assert (f2 is None) == (f2_want is None), (what, i)
             if what == "run" or flagged_rows[i]:
                 assert np.array_equal(s_got, s), (what, i)
+                assert f2 is None or (f2.dtype == np.int32 and np.array_equal(f2, f2_want)), (what, i)
             else:
                 assert s_got[0] == 0, (what, i)
+                assert f2 is None or (f2.shape == (1, ref_out.fam_logits.shape[1]) and not f2.any()), (what, i)
         cascaded += int(flagged_rows[i])
     return cascaded
 

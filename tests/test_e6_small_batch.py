@@ -97,16 +97,21 @@ def _windows(eng: NumpyEngine, x: np.ndarray, n: int, screen: Any = None) -> Eng
     for o in outs:
         assert o.bin_logit.dtype == o.fam_logits.dtype == o.stage2_logit.dtype == np.int32
         assert o.bin_logit.shape == o.stage2_logit.shape == (o.fam_logits.shape[0],)
-    keys = ("bin_logit", "fam_logits", "stage2_logit")
+    keys = ("bin_logit", "fam_logits", "stage2_logit") + (("fam2_logits",) if outs[0].fam2_logits is not None else ())
     return EngineOutput(*(np.concatenate([getattr(o, k) for o in outs]) for k in keys))
 
 
 def _same(a: EngineOutput, b: EngineOutput, mask: np.ndarray | None = None) -> bool:
     if not (np.array_equal(a.bin_logit, b.bin_logit) and np.array_equal(a.fam_logits, b.fam_logits)):
         return False
+    pairs = [(a.stage2_logit, b.stage2_logit)]
+    if a.fam2_logits is not None or b.fam2_logits is not None:  # the member's family head, rows as stage 2's
+        if a.fam2_logits is None or b.fam2_logits is None:
+            return False
+        pairs.append((a.fam2_logits, b.fam2_logits))
     if mask is None:
-        return np.array_equal(a.stage2_logit, b.stage2_logit)
-    return np.array_equal(a.stage2_logit[mask], b.stage2_logit[mask]) and not a.stage2_logit[~mask].any()
+        return all(np.array_equal(p, q) for p, q in pairs)
+    return all(np.array_equal(p[mask], q[mask]) and not p[~mask].any() for p, q in pairs)
 
 
 def test_reference_agrees_with_onnxruntime(rows: np.ndarray, big: NumpyEngine) -> None:
@@ -168,7 +173,8 @@ def test_inputs_other_dtypes_and_layouts(rows: np.ndarray, big: NumpyEngine, sma
         for lo in range(0, 64, n):
             xb = x[lo : lo + n]
             sl = slice(lo, lo + n)
-            ref = EngineOutput(want.bin_logit[sl], want.fam_logits[sl], want.stage2_logit[sl])
+            ref = EngineOutput(want.bin_logit[sl], want.fam_logits[sl], want.stage2_logit[sl],
+                               None if want.fam2_logits is None else want.fam2_logits[sl])
             for v in (xb.astype(np.float64), np.asfortranarray(xb)):
                 assert _same(small.run(v), ref), (n, lo)
             strided = rows[2 * lo : 2 * lo + 2 * n : 2]  # every other row: not C-contiguous
@@ -281,6 +287,7 @@ for n in range(1, 17):
         assert np.array_equal(o.bin_logit, want.bin_logit[lo:lo + n]), n
         assert np.array_equal(o.fam_logits, want.fam_logits[lo:lo + n]), n
         assert np.array_equal(o.stage2_logit, want.stage2_logit[lo:lo + n]), n
+        assert np.array_equal(o.fam2_logits, want.fam2_logits[lo:lo + n]), n
 assert sys.modules['onnxruntime'] is None and len(x) >= 100
 print("OK", len(x))
 """

@@ -112,6 +112,9 @@ def _assert_same(engines: tuple[OnnxEngine, NumpyEngine], x: np.ndarray) -> None
     np.testing.assert_array_equal(a.bin_logit, b.bin_logit)
     np.testing.assert_array_equal(a.fam_logits, b.fam_logits)
     np.testing.assert_array_equal(a.stage2_logit, b.stage2_logit)
+    assert (a.fam2_logits is None) == (b.fam2_logits is None)
+    if a.fam2_logits is not None:  # the committee member's family head
+        np.testing.assert_array_equal(a.fam2_logits, b.fam2_logits)
     assert b.bin_logit.dtype == np.int32 and b.fam_logits.shape == (len(x), K)
     assert b.stage2_logit.shape == (len(x),)
 
@@ -190,6 +193,7 @@ def test_load_engine_and_checksum(model: Path, tmp_path: Path) -> None:
     a = load_engine(model, "onnx").run(x)
     b = load_engine(model, "numpy").run(x)
     np.testing.assert_array_equal(a.fam_logits, b.fam_logits)
+    np.testing.assert_array_equal(a.fam2_logits, b.fam2_logits)  # type: ignore[arg-type]
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(model.read_bytes())

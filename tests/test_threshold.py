@@ -103,7 +103,10 @@ def test_family_agreement_vetoes_exactly_the_flags_the_family_head_calls_benign(
     base = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS)
     agree = make_scorer(MODEL, engine, NO_RULE, guess=NO_GUESS, family_agreement=True)
     a, b = base.score(lab_records), agree.score(lab_records)
-    fam = np.asarray(base.engine.run(extract(lab_records)).fam_logits)
+    out = base.engine.run(extract(lab_records))
+    # the family both members name: stage 1's and the member's family logits, each times its scale
+    assert out.fam2_logits is not None and base.meta.fam_scale and base.meta.s2_fam_scale
+    fam = out.fam_logits * base.meta.fam_scale + out.fam2_logits * base.meta.s2_fam_scale
     want = a.malicious & (fam.argmax(axis=1) != 0)
     np.testing.assert_array_equal(b.malicious, want)
     vetoed = a.malicious & ~b.malicious

@@ -23,11 +23,14 @@ class EngineOutput:
     fam_logits: int32 ``[n, K]``, stage-1 family head accumulators.
     stage2_logit: int32 ``[n]``, stage-2 accumulator (``run``: every row; ``run_cascade``:
         only where the screen flagged, 0 elsewhere; the scorer only reads it there).
+    fam2_logits: int32 ``[n, K]``, the committee member's family head accumulators (output
+        ``fam2_logits`` of the graph; rows as ``stage2_logit``), or None for a model without one.
     """
 
     bin_logit: np.ndarray
     fam_logits: np.ndarray
     stage2_logit: np.ndarray
+    fam2_logits: np.ndarray | None = None
 
 
 @runtime_checkable

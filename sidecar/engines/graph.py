@@ -7,7 +7,8 @@ See docs/ARCHITECTURE.md "The model graph contract". ``onnx`` is imported inside
 ``thermo_thr`` (float32[B]), optional ``nan_feat`` (int64[M]), ``layers``
 (list of ``(W int8[Bin, H], T int32[H])``) and ``heads`` (dict head name ->
 ``(W int8[H, k], b int32[k])``). ``s1`` has heads ``bin`` (k=1) and ``fam``
-(k=K); ``s2`` has head ``s2`` (k=1).
+(k=K); ``s2`` has head ``s2`` (k=1) and, for a committee member, ``fam`` (k=K), whose
+output is ``fam2_logits``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ _OUTPUTS = (
     ("s1", "bin", "bin_logit", True),
     ("s1", "fam", "fam_logits", False),
     ("s2", "s2", "stage2_logit", True),
+    ("s2", "fam", "fam2_logits", False),  # only when tower s2 has a family head
 )
+_FAM_OUT = {"s1": "fam_logits", "s2": "fam2_logits"}
 
 
 def build_onnx(towers: dict[str, Any], metadata: dict[str, str]) -> bytes:
@@ -72,7 +75,7 @@ def build_onnx(towers: dict[str, Any], metadata: dict[str, str]) -> bytes:
             wn = init(f"{p}W{head}", np.asarray(wh, dtype=np.int8))
             bn = init(f"{p}b{head}", np.asarray(bh, dtype=np.int32))
             nodes.append(helper.make_node("MatMulInteger", [h, wn], [f"{p}{head}_mm"]))
-            add_out = "fam_logits" if (tname, head) == ("s1", "fam") else f"{p}{head}_out"
+            add_out = _FAM_OUT[tname] if head == "fam" else f"{p}{head}_out"
             nodes.append(helper.make_node("Add", [f"{p}{head}_mm", bn], [add_out]))
             if head == "fam":
                 k_fam = int(np.asarray(wh).shape[1])
@@ -80,6 +83,8 @@ def build_onnx(towers: dict[str, Any], metadata: dict[str, str]) -> bytes:
     axes = init("squeeze_axes", np.array([1], dtype=np.int64))
     outputs = []
     for tname, head, out, squeeze in _OUTPUTS:
+        if head not in towers[tname]["heads"]:
+            continue
         src = f"{tname}.{head}_out"
         if squeeze:
             nodes.append(helper.make_node("Squeeze", [src, axes], [out]))

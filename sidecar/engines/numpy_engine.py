@@ -38,7 +38,7 @@ import numpy as np
 
 from sidecar.engines.base import EngineOutput
 from sidecar.engines.numpy_small import SmallPlan
-from sidecar.engines.pack import HEADS, TOWERS, load_pack
+from sidecar.engines.pack import TOWERS, heads_of, load_pack
 from sidecar.engines.reuse import Residual, Source, Step, bin_logit_bounds, plan_residual
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ class _Tower:
             thr = np.asarray(p[f"{t}.T{i}"], dtype=np.int32)[:, None]
             layer: _Pm1 | _IntMat = _Pm1(p[w + ".packed"]) if bool(p[w + ".pm1"]) else _IntMat(p[w])
             self.layers.append((layer, thr))
-        self.head_names = HEADS[t]
-        self.head_k = [int(np.asarray(p[f"{t}.W{h}"]).shape[1]) for h in HEADS[t]]
+        self.head_names = heads_of(p, t)
+        self.head_k = [int(np.asarray(p[f"{t}.W{h}"]).shape[1]) for h in self.head_names]
         # all heads read the same units: one matrix, one product
-        self.heads = _IntMat(np.concatenate([np.asarray(p[f"{t}.W{h}"]) for h in HEADS[t]], axis=1))
-        self.head_b = np.concatenate([np.asarray(p[f"{t}.b{h}"], dtype=np.int32) for h in HEADS[t]])[:, None]
+        self.heads = _IntMat(np.concatenate([np.asarray(p[f"{t}.W{h}"]) for h in self.head_names], axis=1))
+        self.head_b = np.concatenate([np.asarray(p[f"{t}.b{h}"], dtype=np.int32) for h in self.head_names])[:, None]
 
     def bits(self, x_t: np.ndarray) -> np.ndarray:
         """Thermometer then missing bits (bool ``[words * 64, n]``, zero padded)."""
@@ -210,7 +210,8 @@ class _Residual:
         return [s for s, _ in st.sources], np.ascontiguousarray(w.T, dtype=np.float32)
 
     def run(self, x_t: np.ndarray, s1_levels: list[np.ndarray]) -> np.ndarray:
-        """``x_t`` float32 ``[F, n]`` and stage 1's levels (bool ``[k, n]``) → ``stage2_logit`` int32 ``[n]``."""
+        """``x_t`` float32 ``[F, n]`` and stage 1's levels (bool ``[k, n]``) → the head's accumulators,
+        int32 ``[1 + K2, n]``: row 0 ``stage2_logit``, then the member's family logits (K2 = 0 without)."""
         groups: dict[Source, np.ndarray] = {("s1", k): lv for k, lv in enumerate(s1_levels)}
         nf = len(self.feat)
         if nf + len(self.nan):
@@ -226,7 +227,7 @@ class _Residual:
         for d, (src, wt, thr) in enumerate(self.layers, start=1):
             groups[("r", d)] = (wt @ inputs(src)) >= thr  # float32 accumulators, exact
         src, wt, bias = self.head
-        out: np.ndarray = ((wt @ inputs(src)).astype(np.int32) + bias)[0]
+        out: np.ndarray = (wt @ inputs(src)).astype(np.int32) + bias
         return out
 
 
@@ -244,6 +245,8 @@ class NumpyEngine:
         self._chunk = chunk
         self._s1 = _Tower(self._p, TOWERS[0])
         self._k = int(np.asarray(self._p[f"{TOWERS[0]}.Wfam"]).shape[1])
+        #: the committee member's family head: output fam2_logits (K columns), else none
+        self._k2 = int(np.asarray(self._p["s2.Wfam"]).shape[1]) if "s2.Wfam" in self._p else 0
         self._res: _Residual | None = None
         plan: Residual | None = None
         if reuse:
@@ -282,15 +285,15 @@ class NumpyEngine:
 
     def _chunk_run(self, xt: np.ndarray, screen: Callable[[np.ndarray], np.ndarray] | None) -> tuple[
             np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-        """One chunk (``xt`` float32 ``[F, n]``) → (bin [n], fam [n, K], s2 [n]); with ``screen``,
-        s2 only on the flagged rows (0 elsewhere)."""
+        """One chunk (``xt`` float32 ``[F, n]``) → (bin [n], fam [n, K], s2 [n, 1 + K2]: stage2_logit
+        then the member's family logits); with ``screen``, s2 only on the flagged rows (0 elsewhere)."""
         levels: list[np.ndarray] | None = [] if self._res is not None else None
         r1 = self._s1.run(xt, levels)
         b = r1["bin"][:, 0]
         sel = None if screen is None else np.flatnonzero(screen(b))
         if sel is None or len(sel) == len(b):
             return b, r1["fam"], self._stage2(xt, levels)
-        s = np.zeros(len(b), dtype=np.int32)
+        s = np.zeros((len(b), 1 + self._k2), dtype=np.int32)
         if len(sel):
             xs = np.take(xt, sel, axis=1)
             lv_sel = None if levels is None else self._levels_of(xs, levels, sel)
@@ -307,11 +310,18 @@ class NumpyEngine:
         return out + [np.take(lv, sel, axis=1) if k in used else empty for k, lv in enumerate(levels[1:], start=1)]
 
     def _stage2(self, xt: np.ndarray, levels: list[np.ndarray] | None) -> np.ndarray:
+        """int32 ``[n, 1 + K2]``: ``stage2_logit``, then the member's family logits (if any)."""
         if self._res is not None and levels is not None:
-            return self._res.run(xt, levels)
+            return self._res.run(xt, levels).T
         assert self._s2 is not None
-        out: np.ndarray = self._s2.run(xt)["s2"][:, 0]
+        r = self._s2.run(xt)
+        out: np.ndarray = r["s2"] if self._k2 == 0 else np.concatenate([r["s2"], r["fam"]], axis=1)
         return out
+
+    def _output(self, b: np.ndarray, f: np.ndarray, s: np.ndarray) -> EngineOutput:
+        """Contiguous :class:`EngineOutput` from one run's (bin, fam, s2 ``[n, 1 + K2]``)."""
+        f2 = np.ascontiguousarray(s[:, 1:]) if self._k2 else None
+        return EngineOutput(np.ascontiguousarray(b), np.ascontiguousarray(f), np.ascontiguousarray(s[:, 0]), f2)
 
     def _run(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray] | None) -> EngineOutput:
         x = np.asarray(x, dtype=np.float32)
@@ -320,15 +330,14 @@ class NumpyEngine:
         if sp is not None and 0 < n <= sp.max_rows and x.ndim == 2 and x.shape[1] == sp.n_features:
             return sp.run(x, screen)
         if n <= self._chunk:
-            b, f, s = self._chunk_run(np.ascontiguousarray(x.T), screen)
-            return EngineOutput(np.ascontiguousarray(b), np.ascontiguousarray(f), np.ascontiguousarray(s))
+            return self._output(*self._chunk_run(np.ascontiguousarray(x.T), screen))
         out_b = np.empty(n, dtype=np.int32)
         out_f = np.empty((n, self._k), dtype=np.int32)
-        out_s = np.empty(n, dtype=np.int32)
+        out_s = np.empty((n, 1 + self._k2), dtype=np.int32)
         for lo in range(0, n, self._chunk):
             hi = min(lo + self._chunk, n)
             out_b[lo:hi], out_f[lo:hi], out_s[lo:hi] = self._chunk_run(np.ascontiguousarray(x[lo:hi].T), screen)
-        return EngineOutput(bin_logit=out_b, fam_logits=out_f, stage2_logit=out_s)
+        return self._output(out_b, out_f, out_s)
 
     def run(self, x: np.ndarray) -> EngineOutput:
         return self._run(x, None)

@@ -178,6 +178,7 @@ class SmallPlan:
             self.s2.append((_ix(lo, hi), wf, thr, _ix(int(out[0]), int(out[-1]) + 1)))
         lo, hi, wf = _span([(cols[s], m) for s, m in res.head.sources], ones, np.asarray(res.head.bias))
         self.head2 = (_ix(lo, hi), wf)
+        self.k2 = len(np.asarray(res.head.bias)) - 1  # the member's family logits after stage2_logit
         self.gt, self.isnan = _ix(0, self.n_gt), _ix(self.n_gt, self.n_bits)
         self.word = [(Ellipsis, j, slice(None)) for j in range(3)]
         #: the initial state (constant-1 columns set): one row, and max_rows rows (sliced to n)
@@ -263,14 +264,14 @@ class SmallPlan:
         else:
             bin_logit, fam = hd[:, 0].copy(), np.ascontiguousarray(hd[:, 1:])
         flagged = None if screen is None else screen(bin_logit)
+        k2 = self.k2
         if flagged is not None and not (flagged[0] if n == 1 else flagged.any()):
-            return EngineOutput(bin_logit, fam, np.zeros(n, dtype=np.int32))
+            return EngineOutput(bin_logit, fam, np.zeros(n, dtype=np.int32), np.zeros((n, k2), np.int32) if k2 else None)
         for ix, w, t, out in self.s2:
             np.greater_equal(np.dot(z[ix], w), t, out=z[out])
         ix, w = self.head2
-        s2 = np.dot(z[ix], w).astype(np.int32)
-        if n > 1:
-            s2 = s2.reshape(n)
-            if flagged is not None:
-                s2[~flagged] = 0
-        return EngineOutput(bin_logit, fam, s2)
+        s2 = np.dot(z[ix], w).astype(np.int32).reshape(n, 1 + k2)  # stage2_logit | the member's family logits
+        if flagged is not None and n > 1:
+            s2[~flagged] = 0
+        f2 = np.ascontiguousarray(s2[:, 1:]) if k2 else None
+        return EngineOutput(bin_logit, fam, s2[:, 0].copy(), f2)

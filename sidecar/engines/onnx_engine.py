@@ -42,6 +42,8 @@ from sidecar.errors import EngineUnavailable, ModelError
 log = logging.getLogger(__name__)
 
 OUTPUTS = ["bin_logit", "fam_logits", "stage2_logit"]
+#: the committee member's family head, in models that have one
+FAM2 = "fam2_logits"
 
 
 class OnnxEngine:
@@ -99,6 +101,8 @@ class OnnxEngine:
         if self._stage1 is None:
             self._sess = self._load_plain(blob, session, rewrite)
         self._input = self._sess.get_inputs()[0].name
+        #: the graph's outputs in contract order: OUTPUTS, then FAM2 if the model has it
+        self._outputs = OUTPUTS + [FAM2] * any(o.name == FAM2 for o in self._sess.get_outputs())
         if tiny:
             self._one = self._load_one_row(blob, ort, intra_op_threads)
 
@@ -123,9 +127,9 @@ class OnnxEngine:
             if not isinstance(n_features, int):
                 raise ValueError(f"feature dimension is not fixed ({n_features!r})")
             if sp is None:
-                return OneRow(full, self._input, OUTPUTS, n_features)
+                return OneRow(full, self._input, self._outputs, n_features)
             s1, res = session(sp.stage1), session(sp.residual_model)
-            return OneRow(full, self._input, OUTPUTS, n_features, s1, res, list(sp.level_inputs))
+            return OneRow(full, self._input, self._outputs, n_features, s1, res, list(sp.level_inputs))
         except Exception as exc:  # onnxruntime's own exception types, ValueError from the checks
             log.debug("%s: one-row path unavailable (%s)", self._path, exc)
             return None
@@ -149,6 +153,7 @@ class OnnxEngine:
         self._stage1 = session(sp.stage1)
         self._residual = session(sp.residual_model)
         self._s1_outputs = [o.name for o in self._stage1.get_outputs()]
+        self._s2_outputs = list(sp.s2_outputs)
         self._level_inputs = sp.level_inputs
         log.debug("%s: split graph (stage 1 + residual, %d new bits)", self._path, sp.residual.n_bits())
 
@@ -191,15 +196,19 @@ class OnnxEngine:
             x = np.ascontiguousarray(x, dtype=np.float32)
         return x
 
+    @staticmethod
+    def _output(got: list[np.ndarray]) -> EngineOutput:
+        """The graph's outputs (contract order, int32) as an :class:`EngineOutput`."""
+        if any(a.dtype != np.int32 for a in got):
+            got = [np.asarray(a, dtype=np.int32) for a in got]
+        return EngineOutput(got[0], got[1], got[2], got[3] if len(got) > 3 else None)
+
     def run(self, x: np.ndarray) -> EngineOutput:
         if len(x) == 1 and self._one is not None:
             got = self._one.run(x)
             if got is not None:
-                return EngineOutput(bin_logit=got[0], fam_logits=got[1], stage2_logit=got[2])
-        b, f, s = self._sess.run(OUTPUTS, {self._input: self._x(x)})
-        if b.dtype != np.int32 or f.dtype != np.int32 or s.dtype != np.int32:
-            b, f, s = (np.asarray(a, dtype=np.int32) for a in (b, f, s))
-        return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s)
+                return self._output(got)
+        return self._output(self._sess.run(self._outputs, {self._input: self._x(x)}))
 
     def run_cascade(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray]) -> EngineOutput:
         """Like :meth:`run`, but stage 2 runs only on rows where ``screen(bin_logit)`` is true;
@@ -215,28 +224,36 @@ class OnnxEngine:
         if len(x) == 1 and self._one is not None:
             got = self._one.run_cascade(x, screen)
             if got is not None:
-                return EngineOutput(bin_logit=got[0], fam_logits=got[1], stage2_logit=got[2])
+                return self._output(got)
         x = self._x(x)
         if not self._use_split(len(x)):
             out = self.run(x)  # fresh arrays: zeroed in place
             flagged = np.asarray(screen(out.bin_logit), dtype=np.bool_)
             out.stage2_logit *= flagged
+            if out.fam2_logits is not None:
+                out.fam2_logits *= flagged[:, None]
             if len(x) >= self.cascade_min_rows:
                 self._track(int(np.count_nonzero(flagged)), len(x))
             return out
         b, f, *levels = self._stage1.run(self._s1_outputs, {self._input: x})
         b, f = np.asarray(b, dtype=np.int32), np.asarray(f, dtype=np.int32)
         s = np.zeros(len(b), dtype=np.int32)
+        f2 = np.zeros((len(b), f.shape[1]), dtype=np.int32) if len(self._s2_outputs) > 1 else None
         sel = np.flatnonzero(screen(b))
         self._track(len(sel), len(b))
-        if len(sel) == len(b):
-            feed = {self._input: x, **dict(zip(self._level_inputs, levels, strict=True))}
-            s[:] = self._residual.run([OUTPUTS[2]], feed)[0]
-        elif len(sel):
-            feed = {self._input: np.take(x, sel, axis=0)}
-            feed.update((k, np.take(lv, sel, axis=0)) for k, lv in zip(self._level_inputs, levels, strict=True))
-            s[sel] = self._residual.run([OUTPUTS[2]], feed)[0]
-        return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s)
+        if len(sel):
+            if len(sel) == len(b):
+                feed = {self._input: x, **dict(zip(self._level_inputs, levels, strict=True))}
+                sel_ix: Any = slice(None)
+            else:
+                feed = {self._input: np.take(x, sel, axis=0)}
+                feed.update((k, np.take(lv, sel, axis=0)) for k, lv in zip(self._level_inputs, levels, strict=True))
+                sel_ix = sel
+            got = self._residual.run(self._s2_outputs, feed)
+            s[sel_ix] = got[0]
+            if f2 is not None:
+                f2[sel_ix] = got[1]
+        return EngineOutput(bin_logit=b, fam_logits=f, stage2_logit=s, fam2_logits=f2)
 
     def _use_split(self, n: int) -> bool:
         if self._stage1 is None or n < self.cascade_min_rows or self._frac > self.cascade_max_frac:

@@ -7,7 +7,7 @@ long as asking for all three), so the split is done in the graph itself:
 * ``stage1``: the nodes ``bin_logit`` and ``fam_logits`` need, which also returns the
   stage-1 levels the residual plan reads (thermometer bits, hidden layers; uint8);
 * ``residual``: :class:`sidecar.engines.reuse.Residual` as ONNX nodes, reading ``x`` and
-  those levels as inputs, returning ``stage2_logit``;
+  those levels as inputs, returning ``stage2_logit`` (and ``fam2_logits`` when the file has it);
 * ``full``: both in one graph (``run``): stage 1 + residual, outputs as in the file.
 
 Everything is integer arithmetic on the same 0/1 values as the file's graph, so
@@ -22,7 +22,7 @@ from sidecar.engines import proto
 from sidecar.engines.proto import Graph, Node, make_node
 from sidecar.engines.reuse import Residual, Source, pack_dict_from_inits, plan_residual
 
-OUT_B, OUT_F, OUT_S = "bin_logit", "fam_logits", "stage2_logit"
+OUT_B, OUT_F, OUT_S, OUT_F2 = "bin_logit", "fam_logits", "stage2_logit", "fam2_logits"
 
 
 def _int8(name: str, w: np.ndarray) -> np.ndarray:
@@ -109,7 +109,17 @@ def residual_nodes(res: Residual, src: dict[Source, str], bld: _Builder, x: str,
         src[("r", d)] = bld.node("Cast", [ge], f"L{d}", proto._int_attr("to", proto.UINT8))
     assert res.head.bias is not None
     out = bld.node("Add", [acc(0, res.head.sources), bld.init("b", res.head.bias.astype(np.int32))], "s2")
-    bld.node("Squeeze", [out, bld.init("axes", np.array([1], dtype=np.int64))], OUT_S, raw_name=True)
+    axes = bld.init("axes", np.array([1], dtype=np.int64))
+    k = len(res.head.bias)
+    if k > 1:  # column 0 is stage2_logit, the rest the member's family logits
+
+        def cols(lo: int, hi: int, name: str, raw: bool) -> str:
+            se = [bld.init(f"{name}_{v}", np.array([v], dtype=np.int64)) for v in (lo, hi)]
+            return bld.node("Slice", [out, *se, axes], name, raw_name=raw)
+
+        cols(1, k, OUT_F2, True)
+        out = cols(0, 1, "s2b", False)
+    bld.node("Squeeze", [out, axes], OUT_S, raw_name=True)
 
 
 class Split:
@@ -120,8 +130,10 @@ class Split:
 
     def __init__(self, model: bytes, rows: bool = True) -> None:
         g = proto.parse_model(model)
-        if list(g.outputs) != [OUT_B, OUT_F, OUT_S]:
+        if list(g.outputs) not in ([OUT_B, OUT_F, OUT_S], [OUT_B, OUT_F, OUT_S, OUT_F2]):
             raise ValueError(f"unexpected outputs {list(g.outputs)}")
+        #: the residual's outputs: stage2_logit, and fam2_logits when the file has it
+        self.s2_outputs = [o for o in (OUT_S, OUT_F2) if o in g.outputs]
         inits = {k: g.init_array(k) for k in g.inits if k.startswith(("s1.", "s2."))}
         p = pack_dict_from_inits(inits)
         res = plan_residual(p)
@@ -145,15 +157,15 @@ class Split:
         bf = _Builder("sidecar_f.")
         x_t = stage1_thermo(bf)
         residual_nodes(res, {("s1", k): levels[k] for k in res.s1_levels}, bf, x, x_t)
-        self.full = build_model(g, [OUT_B, OUT_F, OUT_S], {}, bf, {levels[0], OUT_S})
+        self.full = build_model(g, [OUT_B, OUT_F, *self.s2_outputs], {}, bf, {levels[0], *self.s2_outputs})
         # residual alone: x and the levels are inputs
         self.level_inputs = [f"s1_L{k}" for k in res.s1_levels]
         br = _Builder("sidecar_r.")
         residual_nodes(res, dict(zip([("s1", k) for k in res.s1_levels], self.level_inputs, strict=True)), br, x,
                        br.transposed(x) if rows else None)  # fmt: skip
         ins = g.inputs[:1] + [proto.value_info(f"s1_L{k}", proto.UINT8, ["N", width[k]]) for k in res.s1_levels]
-        empty = Graph([], {}, [], {OUT_S: g.outputs[OUT_S]}, [], g.model_fields, g.model_tail)
-        self.residual_model = proto.build_model(empty, [OUT_S], {}, br.nodes, br.inits, ins)
+        empty = Graph([], {}, [], {o: g.outputs[o] for o in self.s2_outputs}, [], g.model_fields, g.model_tail)
+        self.residual_model = proto.build_model(empty, self.s2_outputs, {}, br.nodes, br.inits, ins)
 
 
 def build_model(g: Graph, outputs: list[str], extra: dict[str, bytes], bld: _Builder, replaced: set[str]) -> bytes:

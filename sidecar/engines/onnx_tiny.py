@@ -71,7 +71,8 @@ class _Bound:
 
 
 class OneRow:
-    """``full``: a session computing ``outputs`` (int32 ``bin_logit, fam_logits, stage2_logit``) from
+    """``full``: a session computing ``outputs`` (int32 ``bin_logit, fam_logits, stage2_logit`` and, with a
+    committee member's family head, ``fam2_logits``) from
     input ``input_name`` (float32 ``[n, F]``). ``stage1``/``residual`` (optional, both or neither): the
     split sessions; stage 1 returns ``bin_logit, fam_logits`` then the levels the residual reads
     under the names ``level_inputs``."""
@@ -105,7 +106,7 @@ class OneRow:
             self._res = _Bound(residual, shared)
             self._s1 = s1
             self._s1_out = [s1.bufs[n] for n in s1_out[:2]]
-            self._res_out = self._res.bufs[self._res.outputs[0]]
+            self._res_out = [self._res.bufs[n] for n in self._res.outputs]  # stage2_logit (, fam2_logits)
 
     @property
     def cascades(self) -> bool:
@@ -119,7 +120,7 @@ class OneRow:
         return True
 
     def run(self, x: np.ndarray) -> list[np.ndarray] | None:
-        """``x``: one row (``[1, F]``) → copies of the three outputs; None if another thread holds
+        """``x``: one row (``[1, F]``) → copies of the outputs; None if another thread holds
         the buffers or ``x`` is not one row of F features."""
         if not self._take(x):
             return None
@@ -130,7 +131,7 @@ class OneRow:
             self._lock.release()
 
     def run_cascade(self, x: np.ndarray, screen: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray] | None:
-        """Stage 1, then stage 2 only if ``screen(bin_logit)`` flags the row (else ``stage2_logit`` 0);
+        """Stage 1, then stage 2 only if ``screen(bin_logit)`` flags the row (else its outputs 0);
         None as in :meth:`run` (or without the split sessions)."""
         if self._s1 is None or self._res is None or not self._take(x):
             return None
@@ -139,9 +140,9 @@ class OneRow:
             b, f = (a.copy() for a in self._s1_out)
             if screen(b)[0]:
                 self._res.run()
-                s = self._res_out.copy()
+                s = [a.copy() for a in self._res_out]
             else:
-                s = np.zeros(1, dtype=np.int32)
-            return [b, f, s]
+                s = [np.zeros_like(a) for a in self._res_out]
+            return [b, f, *s]
         finally:
             self._lock.release()

@@ -24,6 +24,13 @@ from sidecar.errors import ModelError
 
 TOWERS = ("s1", "s2")
 HEADS = {"s1": ("bin", "fam"), "s2": ("s2",)}
+#: heads a tower may have: a committee member's family head (``s2.Wfam``, output ``fam2_logits``)
+OPTIONAL_HEADS = {"s1": (), "s2": ("fam",)}
+
+
+def heads_of(arrays: Any, t: str) -> tuple[str, ...]:
+    """Tower ``t``'s heads in ``arrays`` (a pack dict or the initializers): required, then optional."""
+    return HEADS[t] + tuple(h for h in OPTIONAL_HEADS[t] if f"{t}.W{h}" in arrays)
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
@@ -84,7 +91,7 @@ def pack_onnx(onnx_path: str | Path, out_npz: str | Path) -> None:
             arrays[f"{t}.T{n_layers}"] = get(f"{t}.T{n_layers}").astype(np.int32)
             n_layers += 1
         arrays[f"{t}.n_layers"] = np.array(n_layers, dtype=np.int64)
-        for h in HEADS[t]:
+        for h in heads_of(inits, t):
             arrays[f"{t}.W{h}"] = get(f"{t}.W{h}").astype(np.int8)
             arrays[f"{t}.b{h}"] = get(f"{t}.b{h}").astype(np.int32)
     with open(out_npz, "wb") as fh:

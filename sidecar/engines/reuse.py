@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from sidecar.engines.pack import TOWERS, heads_of
+
 #: a source of 0/1 columns: ``("s1", level)`` (stage 1's level: 0 = thermometer bits,
 #: ``i + 1`` = hidden layer ``i``'s output) or ``("r", i)`` (this plan's group: 0 = its
 #: thermometer bits, ``i + 1`` = the units of ``layers[i]``)
@@ -49,7 +51,7 @@ class Residual:
     thr: np.ndarray  # float32 [B]
     nan: np.ndarray  # int64 [M]: ... then isnan(x[:, nan])  (group ("r", 0))
     layers: list[Step] = field(default_factory=list)  # group ("r", i + 1) = layers[i], in dependency order
-    head: Step = field(default_factory=lambda: Step([]))
+    head: Step = field(default_factory=lambda: Step([]))  # column 0: stage2_logit; then fam2_logits if any
     s1_levels: list[int] = field(default_factory=list)  # stage-1 levels the plan reads
     s1_widths: dict[int, int] = field(default_factory=dict)  # columns of each stage-1 level
 
@@ -137,7 +139,9 @@ def plan_residual(p: dict[str, Any]) -> Residual:
     ids2 = num.bits(p["s2.thermo_feat"], p["s2.thermo_thr"], p["s2.nan_feat"])
     for w, t in tower_weights(p, "s2"):
         ids2 = num.layer(ids2, w, t)
-    head_cols = num.merged(ids2, np.asarray(p["s2.Ws2"], dtype=np.int64))
+    heads2 = heads_of(p, "s2")  # "s2" (the binary head, column 0), then the member's "fam" if any
+    w_head = np.concatenate([np.asarray(p[f"s2.W{h}"], dtype=np.int64) for h in heads2], axis=1)
+    head_cols = num.merged(ids2, w_head)
 
     depth: dict[int, int] = {}  # new value -> group depth (0 = thermometer bit)
 
@@ -197,7 +201,8 @@ def plan_residual(p: dict[str, Any]) -> Residual:
     )
     for vs in groups.values():  # group ("r", i + 1) is layers[i]
         res.layers.append(Step(step([num.defs[v][1] for v in vs]), thr=np.array([num.defs[v][2] for v in vs], dtype=np.int32)))
-    res.head = Step(step(head_cols), bias=np.asarray(p["s2.bs2"], dtype=np.int32))
+    res.head = Step(step(head_cols), bias=np.concatenate([np.asarray(p[f"s2.b{h}"], dtype=np.int32).reshape(-1)
+                                                          for h in heads2]))  # fmt: skip
     res.s1_levels = sorted(used_s1)
     res.s1_widths = widths
     return res
@@ -206,7 +211,7 @@ def plan_residual(p: dict[str, Any]) -> Residual:
 def pack_dict_from_inits(inits: dict[str, np.ndarray]) -> dict[str, Any]:
     """The contract initializers (``<tower>.<name>``) in the pack-dict form :func:`plan_residual` reads."""
     p: dict[str, Any] = {}
-    for t, heads in (("s1", ("bin", "fam")), ("s2", ("s2",))):
+    for t in TOWERS:
         p[f"{t}.thermo_feat"] = np.asarray(inits[f"{t}.thermo_feat"], dtype=np.int64)
         p[f"{t}.thermo_thr"] = np.asarray(inits[f"{t}.thermo_thr"], dtype=np.float32)
         nf = inits.get(f"{t}.nan_feat")
@@ -218,7 +223,7 @@ def pack_dict_from_inits(inits: dict[str, np.ndarray]) -> dict[str, Any]:
             p[f"{t}.T{n}"] = np.asarray(inits[f"{t}.T{n}"])
             n += 1
         p[f"{t}.n_layers"] = n
-        for h in heads:
+        for h in heads_of(inits, t):
             p[f"{t}.W{h}"] = np.asarray(inits[f"{t}.W{h}"])
             p[f"{t}.b{h}"] = np.asarray(inits[f"{t}.b{h}"])
     return p

@@ -146,14 +146,17 @@ def _fit_committee(
 
     Two BNNs fitted to the same rows agree on what the data pins down and disagree, each in its
     own way, on records unlike any training row; flagging only what both flag removes much of
-    the second kind (measured in the model card). The member's tower keeps only its binary head
-    (contract head ``s2``); its verdict is its own screen, p2 >= THRESHOLD1.
+    the second kind (measured in the model card). The member's tower keeps its binary head
+    (contract head ``s2``; its verdict is its own screen, p2 >= THRESHOLD1) and its family head
+    (contract head ``fam`` of tower ``s2``): the scorer names a flagged flow's family by both
+    members' family logits, each times its scale (``bnn.fam_scale``, ``bnn.s2_fam_scale``).
     """
     m2 = bnn.train_model(X, y_fam, seed=seed + COMMITTEE_SEED, epochs=epochs, hidden=hidden, progress=progress,
                          thermo=th)
     t2 = bnn.export_tower(m2, th)
     s2 = {k: t2[k] for k in ("thermo_feat", "thermo_thr", "nan_feat", "layers")}
-    s2 |= {"Ws2": t2["Wbin"], "bs2": t2["bbin"], "s2_scale": t2["bin_scale"]}
+    s2 |= {"Ws2": t2["Wbin"], "bs2": t2["bbin"], "s2_scale": t2["bin_scale"], "Wfam": t2["Wfam"], "bfam": t2["bfam"],
+           "fam_scale": t2["fam_scale"]}
     logit2 = bnn.int_logits_chunked(s2, X)["bin_logit"]
     z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
     both = flagged & (logit2 * t2["bin_scale"] >= z1)  # ``flagged``: stage 1's screen on X, computed once
@@ -163,6 +166,7 @@ def _fit_committee(
     info["train_flagged_benign_by_both"] = int((both & (y_fam == 0)).sum())
     info["seconds"] = round(time.time() - t0, 1)
     meta = _meta(s1, float(t2["bin_scale"]), "0.0", repr(THRESHOLD1), "committee")
+    meta |= {"bnn.fam_scale": repr(float(s1["fam_scale"])), "bnn.s2_fam_scale": repr(float(t2["fam_scale"]))}
     return Cascade({"s1": s1, "s2": s2}, meta, info)
 
 
@@ -172,10 +176,12 @@ def predict(c: Cascade | tuple[dict[str, Any], ModelMeta], X: np.ndarray) -> dic
     o1 = bnn.int_logits_chunked(towers["s1"], X)
     o2 = bnn.int_logits_chunked(towers["s2"], X)
     k = towers["s1"]["Wfam"].shape[1]
+    f2 = o2.get("fam_logits")
     out = EngineOutput(
         bin_logit=o1.get("bin_logit", np.zeros(0, np.int32)).astype(np.int32),
         fam_logits=o1.get("fam_logits", np.zeros((0, k), np.int32)).astype(np.int32),
         stage2_logit=o2.get("bin_logit", np.zeros(0, np.int32)).astype(np.int32),
+        fam2_logits=None if f2 is None else f2.astype(np.int32),
     )
     return post(out, mm)
 
@@ -232,14 +238,18 @@ def onnx_check(blob: bytes, c: Cascade, X: np.ndarray) -> dict[str, Any]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    b, f, s2 = sess.run(["bin_logit", "fam_logits", "stage2_logit"], {"x": X.astype(np.float32)})
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(names, {"x": X.astype(np.float32)}), strict=True))
     r1, r2 = bnn.int_forward(c.towers["s1"], X), bnn.int_forward(c.towers["s2"], X)
-    return {
+    out = {
         "rows": len(X),
-        "bin_equal": bool(np.array_equal(b, r1["bin_logit"])),
-        "fam_equal": bool(np.array_equal(f, r1["fam_logits"])),
-        "s2_equal": bool(np.array_equal(s2, r2["bin_logit"])),
+        "bin_equal": bool(np.array_equal(got["bin_logit"], r1["bin_logit"])),
+        "fam_equal": bool(np.array_equal(got["fam_logits"], r1["fam_logits"])),
+        "s2_equal": bool(np.array_equal(got["stage2_logit"], r2["bin_logit"])),
     }
+    if "fam_logits" in r2:
+        out["fam2_equal"] = "fam2_logits" in got and bool(np.array_equal(got["fam2_logits"], r2["fam_logits"]))
+    return out
 
 
 def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
