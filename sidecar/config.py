@@ -54,7 +54,7 @@ class SidecarSection:
     #: the model's decision threshold, your own (0 = the model's ``bnn.threshold1``, 0.269 shipped);
     #: lower finds more and flags more benign traffic (model card: measured trade-offs)
     threshold: float = 0.0
-    #: also require the model's family head to name an attack (its most likely family is not benign):
+    #: also require the model's family vote (both BNNs' family heads) to name an attack (not benign):
     #: fewer benign alerts at some cost in scans (model card, "Operating points"); off by default
     family_agreement: bool = False
     #: flood rule: flag a flow whose (orig_h, resp_h, resp_p, proto) had at least this many

@@ -111,10 +111,11 @@ class Scorer:
     guess_flagged: int = 0
     #: login sessions the model flagged as ``scan`` that the guessing rule re-classed as ``bruteforce``
     guess_relabelled: int = 0
-    #: flag a flow only when the family head agrees it is an attack (its most likely family is not
-    #: benign): fewer benign alerts and fewer scans (model card, "Operating points"); off by default
+    #: flag a flow only when the family vote (:func:`family_logits`) agrees it is an attack (its most
+    #: likely family is not benign): fewer benign alerts and fewer scans (model card, "Operating points");
+    #: off by default
     family_agreement: bool = False
-    #: flows both BNNs flagged that ``family_agreement`` left benign (the family head said benign)
+    #: flows both BNNs flagged that ``family_agreement`` left benign (the family vote said benign)
     family_vetoed: int = 0
     #: does a source's sensor see every packet twice? (:mod:`sidecar.features.capture`)
     capture: DuplicateCheck = field(default_factory=DuplicateCheck)

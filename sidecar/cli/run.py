@@ -45,7 +45,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, metavar="T",
                    help="your own decision threshold in (0, 1) instead of the model's (overrides sidecar.threshold)")
     p.add_argument("--family-agreement", action="store_const", const=True, default=None,
-                   help="flag only when the family head also names an attack (overrides sidecar.family_agreement)")
+                   help="flag only when the family vote also names an attack (overrides sidecar.family_agreement)")
     p.add_argument("--rate-threshold", type=int, metavar="N",
                    help="flood rule: records per client+service in 1-2 s that flag it, 0 = off "
                         "(overrides sidecar.rate_threshold)")

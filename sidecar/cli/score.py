@@ -46,7 +46,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="your own decision threshold in (0, 1) instead of the model's bnn.threshold1 (0.269 shipped): "
                         "lower finds more and flags more benign traffic")
     p.add_argument("--family-agreement", action="store_true",
-                   help="flag only when the model's family head also names an attack: fewer benign alerts, "
+                   help="flag only when the model's family vote also names an attack: fewer benign alerts, "
                         "some scans missed (model card, 'Operating points')")
     p.add_argument("--rate-threshold", type=int, default=RateRule.threshold, metavar="N",
                    help="flood rule: flag a flow when its client sent N or more records to the same service "

@@ -76,8 +76,19 @@ def _zeek_table(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+#: the shipped model, as the report names it (not this machine's absolute path)
+SHIPPED = Path(__file__).resolve().parent.parent / "data" / "model" / "bnn.onnx"
+
+
+def model_title(model_path: str) -> str:
+    """The report's name for ``model_path``: the shipped file by its path in the repository."""
+    if Path(model_path).resolve() == SHIPPED:
+        return "`sidecar/data/model/bnn.onnx` (the shipped model)"
+    return f"`{model_path}`"
+
+
 def markdown(res: dict[str, Any], model_path: str) -> str:
-    out = [f"# Evaluation report: `{model_path}`", "", REFERENCE, ""]
+    out = [f"# Evaluation report: {model_title(model_path)}", "", REFERENCE, ""]
     out.append(
         f"Rows (de-duplicated before any split): {res['rows']}. Config: `{json.dumps(res['config'])}`. "
         "Models: `bnn` = the cascade (stage 1 + stage 2), `bnn_screen` = stage 1 alone, `mlp` = full-precision "
