@@ -55,8 +55,9 @@ class GuessRule(CountRule):
     MAX_WINDOW_S: ClassVar[float] = 86400.0
 
 
-#: login port lookup (index = port); ports outside 0..65535 (missing: -1) are not login ports
-_IS_LOGIN_PORT = np.zeros(1 << 16, dtype=bool)
+#: login port lookup (index = port); ports outside 0..65535 (missing: -1) are not login ports: looked up
+#: with ``mode="clip"``, they land on port 0 or on the extra last entry, neither a login port
+_IS_LOGIN_PORT = np.zeros((1 << 16) + 1, dtype=bool)
 _IS_LOGIN_PORT[LOGIN_PORTS] = True
 #: service kinds: :data:`NAMED_LOGIN`, :data:`NAMED_OTHER`, :data:`UNNAMED`
 UNNAMED, NAMED_LOGIN, NAMED_OTHER = 0, 1, 2
@@ -81,24 +82,28 @@ def _service_kinds(values: list[object]) -> np.ndarray:
 
 def login_sessions(batch: FlowBatch) -> np.ndarray:
     """Boolean mask of the records the guessing rule counts (see the module docstring)."""
-    n = len(batch)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
+    out = np.zeros(len(batch), dtype=bool)
+    out[_session_rows(batch)] = True
+    return out
+
+
+def _session_rows(batch: FlowBatch) -> np.ndarray:
+    """Row numbers of the records the guessing rule counts, ascending (:func:`login_sessions`)."""
+    if len(batch) == 0:
+        return np.zeros(0, dtype=np.intp)
     # NaN (missing) compares False: a missing count is never "enough"
     ok = batch["orig_pkts"] >= MIN_ORIG_PKTS
     ok &= batch["resp_pkts"] >= MIN_RESP_PKTS
     ok &= batch["orig_bytes"] > 0
     ok &= batch["resp_bytes"] > 0
     cand = np.flatnonzero(ok)
-    out = np.zeros(n, dtype=bool)
     if len(cand) == 0:
-        return out
+        return cand
     cand = cand[batch["proto"][cand] == "tcp"]
     kinds = _service_kinds(batch["service"][cand].tolist())
-    port = batch["resp_p"][cand]
-    by_port = _IS_LOGIN_PORT[np.clip(port, 0, 0xFFFF)] & (port >= 0) & (port <= 0xFFFF)
-    out[cand] = (kinds == NAMED_LOGIN) | ((kinds == UNNAMED) & by_port)
-    return out
+    by_port = _IS_LOGIN_PORT.take(batch["resp_p"][cand], mode="clip")
+    rows: np.ndarray = cand[(kinds == NAMED_LOGIN) | ((kinds == UNNAMED) & by_port)]
+    return rows
 
 
 #: hash-table slots of a guessing counter (login sessions are few: 16 Ki slots, 256 KB per source)
@@ -120,7 +125,7 @@ class GuessCounter:
         batch's :func:`~sidecar.features.rate.end_times` and :func:`~sidecar.features.rate.key_hash`
         when the caller has them already (the scorer computes them once for both rules)."""
         out = np.zeros(len(batch), dtype=np.int32)
-        idx = np.flatnonzero(login_sessions(batch))
+        idx = _session_rows(batch)
         if len(idx) == 0:
             return out
         if t is None or h is None:  # hash only the sessions

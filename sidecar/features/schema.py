@@ -55,6 +55,7 @@ flag counts for non-TCP rows), so models trained on schema version 1 stay valid.
 from __future__ import annotations
 
 from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 
@@ -170,12 +171,26 @@ def _proto_code(p: object) -> int:
         return _OTHER
 
 
+#: :data:`_PROTO_CODE` as native intp bytes, for :func:`_proto_codes`
+_PROTO_CODE_BYTES = {k: np.intp(v).tobytes() for k, v in _PROTO_CODE.items()}
+
+
 def _proto_codes(proto: np.ndarray) -> np.ndarray:
-    """Protocol code per row (intp)."""
+    """Protocol code per row (intp, read-only).
+
+    The usual protocols by one ``itemgetter`` call over the column's list and one ``bytes.join``
+    (about a third less than ``np.fromiter`` over ``dict.get``); a column with any other value takes the
+    per-value path."""
+    vals = proto.tolist()
+    if len(vals) > 1:
+        try:
+            return np.frombuffer(b"".join(itemgetter(*vals)(_PROTO_CODE_BYTES)), dtype=np.intp)
+        except (KeyError, TypeError):  # another protocol (code _OTHER), or an unhashable value
+            pass
     try:
-        return np.fromiter(map(_PROTO_CODE.get, proto, repeat(_OTHER)), dtype=np.intp, count=len(proto))
+        return np.fromiter(map(_PROTO_CODE.get, vals, repeat(_OTHER)), dtype=np.intp, count=len(vals))
     except TypeError:
-        return np.fromiter(map(_proto_code, proto), dtype=np.intp, count=len(proto))
+        return np.fromiter(map(_proto_code, vals), dtype=np.intp, count=len(vals))
 
 
 def _ip_byte_cols(cols: dict[str, np.ndarray]) -> np.ndarray:
