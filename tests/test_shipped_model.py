@@ -62,6 +62,13 @@ def test_stage2_is_a_committee_member() -> None:
     assert 0 < float(props["bnn.threshold1"]) < 1 and float(props["bnn.s2_scale"]) > 0
     metrics = json.loads(props["bnn.metrics"])
     assert 0 < metrics["fraction_to_stage2"] < 1
+    # the member's family head (graph output fam2_logits): the same shape as stage 1's, its own weights,
+    # and both scales in the metadata (the scorer names a flagged flow's family by both heads)
+    assert inits["s2.Wfam"].dtype == np.int8 and inits["s2.Wfam"].shape == inits["s1.Wfam"].shape
+    assert not np.array_equal(inits["s2.Wfam"], inits["s1.Wfam"]) and inits["s2.bfam"].dtype == np.int32
+    assert [o.name for o in m.graph.output] == ["bin_logit", "fam_logits", "stage2_logit", "fam2_logits"]
+    assert float(props["bnn.fam_scale"]) > 0 and float(props["bnn.s2_fam_scale"]) > 0
+    assert metrics["family_accuracy"] >= 0.986  # held-out, the issue's target (0.98603 for the shipped file)
 
 
 def test_packed_weights_within_32_kb() -> None:
