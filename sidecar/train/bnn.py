@@ -330,15 +330,21 @@ def train_model(
     return model
 
 
-def int_logits_chunked(tower: dict[str, Any], X: np.ndarray, chunk: int = 65536) -> dict[str, np.ndarray]:
-    """:func:`int_forward` heads (no hidden bits) over ``X`` in chunks (bounded memory)."""
-    outs: dict[str, list[np.ndarray]] = {}
+def int_logits_chunked(
+    tower: dict[str, Any], X: np.ndarray, chunk: int = 65536, keys: tuple[str, ...] = ("bin_logit", "fam_logits")
+) -> dict[str, np.ndarray]:
+    """:func:`int_forward` heads ``keys`` (those the tower has; no hidden bits) over ``X`` in chunks, written
+    into arrays allocated once: bounded memory beside the outputs (on 12.8 M training rows the family
+    logits alone are 410 MB, so callers that need only ``bin_logit`` ask for it)."""
+    outs: dict[str, np.ndarray] = {}
     for lo in range(0, len(X), chunk):
         o = int_forward(tower, np.asarray(X[lo : lo + chunk]))
-        for k in ("bin_logit", "fam_logits"):
+        for k in keys:
             if k in o:
-                outs.setdefault(k, []).append(o[k])
-    return {k: np.concatenate(v) for k, v in outs.items()}
+                if k not in outs:
+                    outs[k] = np.empty((len(X), *o[k].shape[1:]), dtype=o[k].dtype)
+                outs[k][lo : lo + len(o[k])] = o[k]
+    return outs
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

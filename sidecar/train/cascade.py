@@ -79,7 +79,7 @@ def fit_cascade(
         th = bnn.fit_thermometer(np.asarray(X), n_thresh)
     model = bnn.train_model(X, y_fam, seed=seed, epochs=epochs, hidden=hidden, progress=progress, thermo=th)
     s1 = bnn.export_tower(model, th)
-    logit = bnn.int_logits_chunked(s1, X)["bin_logit"]
+    logit = bnn.int_logits_chunked(s1, X, keys=("bin_logit",))["bin_logit"]
     # p1 >= THRESHOLD1 with bin_offset 0  <=>  logit * bin_scale >= log(t / (1 - t))
     z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
     flagged = logit * s1["bin_scale"] >= z1
@@ -157,7 +157,7 @@ def _fit_committee(
     s2 = {k: t2[k] for k in ("thermo_feat", "thermo_thr", "nan_feat", "layers")}
     s2 |= {"Ws2": t2["Wbin"], "bs2": t2["bbin"], "s2_scale": t2["bin_scale"], "Wfam": t2["Wfam"], "bfam": t2["bfam"],
            "fam_scale": t2["fam_scale"]}
-    logit2 = bnn.int_logits_chunked(s2, X)["bin_logit"]
+    logit2 = bnn.int_logits_chunked(s2, X, keys=("bin_logit",))["bin_logit"]
     z1 = float(np.log(THRESHOLD1 / (1 - THRESHOLD1)))
     both = flagged & (logit2 * t2["bin_scale"] >= z1)  # ``flagged``: stage 1's screen on X, computed once
     info["stage2"] = "committee"
@@ -252,12 +252,42 @@ def onnx_check(blob: bytes, c: Cascade, X: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out split of ``train`` (stratified 80/20); ``evaluate`` reuses it."""
-    from sklearn.model_selection import train_test_split
+#: above this many rows :func:`split` draws the stratified split itself (sklearn's needs ~70 bytes per row
+#: of transient memory: 1.1 GB on 16 M rows); below, sklearn's, so the shipped model's split never changes
+LEAN_SPLIT_ROWS = 2_000_000
 
-    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=y)
-    return np.sort(tr), np.sort(te)
+
+def split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out split of ``train`` (stratified 80/20, sorted row numbers); ``evaluate`` reuses it.
+
+    Up to :data:`LEAN_SPLIT_ROWS` rows: sklearn's ``train_test_split``. Above (a user's full data set):
+    per class, a seeded permutation of its rows gives ``round(0.2 * count)`` of them to the test part,
+    in bounded memory (one boolean mask and one class's row numbers at a time)."""
+    if len(y) <= LEAN_SPLIT_ROWS:
+        from sklearn.model_selection import train_test_split
+
+        tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=y)
+        return np.sort(tr), np.sort(te)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        test[rng.choice(rows, round(0.2 * len(rows)), replace=False)] = True
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def take_rows(X: np.ndarray, idx: np.ndarray, name: str, chunk: int = 1 << 18) -> np.ndarray:
+    """``X[idx]``; for an on-disk ``np.memmap`` (``train --stream``) the rows are copied chunk by chunk
+    into a new memmap beside it (``<file>.<name>.f32``), so the 80/20 parts of a large data set are not
+    copied into RAM (1 GB for 12.8 M training rows). Same values either way."""
+    path = getattr(X, "filename", None)
+    if not isinstance(X, np.memmap) or path is None:
+        return X[idx]
+    out = np.lib.format.open_memmap(f"{path}.{name}.f32", mode="w+", dtype=X.dtype, shape=(len(idx), *X.shape[1:]))
+    for lo in range(0, len(idx), chunk):
+        out[lo : lo + chunk] = X[idx[lo : lo + chunk]]
+    out.flush()
+    return out
 
 
 def train_and_export(
@@ -284,7 +314,7 @@ def train_and_export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx_tr, idx_te = split(y, seed)
-    X_tr, y_tr = X[idx_tr], y[idx_tr]
+    X_tr, y_tr = take_rows(X, idx_tr, "train"), y[idx_tr]
     n_extra = 0 if extra_benign is None else len(extra_benign)
     if extra_benign is not None and n_extra:
         X_tr = np.concatenate([np.asarray(X_tr)] + [np.asarray(extra_benign, dtype=np.float32)] * extra_weight)
@@ -293,7 +323,7 @@ def train_and_export(
         X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh,
         stage2_kind=stage2_kind,
     )
-    pr = predict(c, X[idx_te])
+    pr = predict(c, take_rows(X, idx_te, "test"))
     m = heldout_metrics(y[idx_te], pr)
     headline = {
         **{k: round(v, 6) for k, v in m["cascade"].items()},
