@@ -192,19 +192,27 @@ def quant_head(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray, float]:
 def int_forward(tower: dict[str, Any], X: np.ndarray) -> dict[str, Any]:
     """Reference integer forward of one tower (what ONNX/numpy engines compute)."""
     th = Thermometer(tower["thermo_feat"], tower["thermo_thr"], tower["nan_feat"])
-    a = th.bits(X).astype(np.int32)
+    a = th.bits(X).astype(np.float32)
     hs = []
     for W, T in tower["layers"]:
-        a = ((a @ W.astype(np.int32)) >= T[None, :]).astype(np.int32)
-        hs.append(a)
+        a = ((a @ _f32(W)) >= T[None, :]).astype(np.float32)
+        hs.append(a.astype(np.int32))
     h = "bin" if "Wbin" in tower else "s2"  # s2 towers have head "s2"; its logit is returned as bin_logit
     out: dict[str, Any] = {
         "hidden": hs,
-        "bin_logit": (a @ tower[f"W{h}"].astype(np.int32))[:, 0] + tower[f"b{h}"][0],
+        "bin_logit": (a @ _f32(tower[f"W{h}"]))[:, 0].astype(np.int32) + tower[f"b{h}"][0],
     }
     if "Wfam" in tower:
-        out["fam_logits"] = a @ tower["Wfam"].astype(np.int32) + tower["bfam"][None, :]
+        out["fam_logits"] = (a @ _f32(tower["Wfam"])).astype(np.int32) + tower["bfam"][None, :]
     return out
+
+
+def _f32(w: np.ndarray) -> np.ndarray:
+    """Integer weights as float32 for a BLAS product with 0/1 inputs: exact (every partial sum is an
+    integer below 2**24 in magnitude, checked), and ~20x faster than numpy's integer matmul."""
+    if w.size and int(np.abs(np.asarray(w, dtype=np.int64)).sum(axis=0).max()) >= 1 << 24:
+        raise ValueError("weights too large for an exact float32 product")
+    return np.asarray(w, dtype=np.float32)
 
 
 def torch_hidden_bits(model: BNN, bits: np.ndarray) -> list[np.ndarray]:
