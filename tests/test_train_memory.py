@@ -42,6 +42,10 @@ def test_take_rows_copies_a_memmap_to_disk(tmp_path: Path) -> None:
     got = cascade.take_rows(x, idx, "train", chunk=64)
     assert isinstance(got, np.memmap) and Path(str(got.filename)).parent == tmp_path
     np.testing.assert_array_equal(np.asarray(got), np.asarray(x)[idx])
+    cascade.drop_rows(got)  # its file goes once read; the source memmap stays
+    assert not Path(str(got.filename)).exists() and (tmp_path / "features.f32").exists()
+    cascade.drop_rows(x)
+    assert (tmp_path / "features.f32").exists()
     plain = np.asarray(x).copy()  # an in-memory matrix: plain indexing, nothing written
     out = cascade.take_rows(plain, idx, "test")
     assert not isinstance(out, np.memmap) and np.array_equal(out, plain[idx], equal_nan=True)
@@ -58,3 +62,25 @@ def test_int_logits_chunked_keeps_only_the_asked_heads() -> None:
     assert set(both) == {"bin_logit", "fam_logits"} and set(only) == {"bin_logit"}
     np.testing.assert_array_equal(both["fam_logits"], ref["fam_logits"])
     np.testing.assert_array_equal(only["bin_logit"], ref["bin_logit"])
+
+
+def test_train_stream_end_to_end_leaves_no_split_copies(shared: Path, tmp_path: Path) -> None:
+    """``train --stream`` on real CIC files: the memmap path (take_rows, drop_rows) trains, exports a
+    model that loads, and removes its 80/20 copies; the feature memmap stays (it is the loader's cache)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in ("cic-ids2017-improved/Portscan_5000.csv.gz", "cic-ids2017-improved/BENIGN_5000.csv.gz"):
+        (data / Path(f).name).symlink_to(shared / f)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "sidecar.cli.main", "-q", "train", "--data", str(data), "--out", str(out),
+                        "--stream", "--epochs", "1", "--no-progress"], capture_output=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    feats = sorted(p.name for p in (out / "_features").iterdir())
+    assert "features.f32" in feats and not [p for p in feats if p.endswith((".train.f32", ".test.f32"))], feats
+    from sidecar.scorer import make_scorer
+
+    sc = make_scorer(out / "model.onnx", "onnx")
+    assert sc.meta.fam_scale is not None and sc.meta.s2_fam_scale is not None

@@ -290,6 +290,14 @@ def take_rows(X: np.ndarray, idx: np.ndarray, name: str, chunk: int = 1 << 18) -
     return out
 
 
+def drop_rows(part: np.ndarray) -> None:
+    """Delete the file of a :func:`take_rows` memmap once it has been read (a 1 GB file for 12.8 M
+    training rows); anything else is left alone."""
+    path = getattr(part, "filename", None)
+    if isinstance(part, np.memmap) and path is not None and str(path).endswith((".train.f32", ".test.f32")):
+        Path(path).unlink(missing_ok=True)  # the open mapping stays valid until it is released
+
+
 def train_and_export(
     out_dir: str | Path,
     X: np.ndarray,
@@ -323,7 +331,10 @@ def train_and_export(
         X_tr, y_tr, seed=seed, epochs=epochs, s2_epochs=epochs, progress=progress, n_thresh=n_thresh,
         stage2_kind=stage2_kind,
     )
-    pr = predict(c, take_rows(X, idx_te, "test"))
+    drop_rows(X_tr)
+    X_te = take_rows(X, idx_te, "test")
+    pr = predict(c, X_te)
+    drop_rows(X_te)
     m = heldout_metrics(y[idx_te], pr)
     headline = {
         **{k: round(v, 6) for k, v in m["cascade"].items()},
