@@ -84,3 +84,15 @@ def test_train_stream_end_to_end_leaves_no_split_copies(shared: Path, tmp_path: 
 
     sc = make_scorer(out / "model.onnx", "onnx")
     assert sc.meta.fam_scale is not None and sc.meta.s2_fam_scale is not None
+
+
+def test_predict_in_row_blocks_equals_one_block(shared: Path) -> None:
+    from sidecar.train.data import load_cic
+
+    X, y, *_ = load_cic([shared / "cic-ids2017-improved/Portscan_5000.csv.gz",
+                         shared / "cic-ids2017-improved/BENIGN_5000.csv.gz"])  # fmt: skip
+    c = cascade.fit_cascade(X[::4], y[::4], seed=0, epochs=1, hidden=(16, 8))
+    whole, blocks = cascade.predict(c, X, chunk=len(X)), cascade.predict(c, X, chunk=999)
+    assert whole.keys() == blocks.keys() and whole["malicious"].any()
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], blocks[k], err_msg=k)
