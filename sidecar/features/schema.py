@@ -55,12 +55,12 @@ flag counts for non-TCP rows), so models trained on schema version 1 stay valid.
 from __future__ import annotations
 
 from itertools import repeat
-from operator import itemgetter
 
 import numpy as np
 
 from sidecar.features.table import DURATION_FLOOR, FEATURE_NAMES, FEATURES, Feature
 from sidecar.flow import ACK, FIN, IP_HDR, PSH, RST, SYN, FlowBatch, ip_header_bytes
+from sidecar.memo import look_up_packed
 
 __all__ = [
     "DURATION_FLOOR",
@@ -184,7 +184,7 @@ def _proto_codes(proto: np.ndarray) -> np.ndarray:
     vals = proto.tolist()
     if len(vals) > 1:
         try:
-            return np.frombuffer(b"".join(itemgetter(*vals)(_PROTO_CODE_BYTES)), dtype=np.intp)
+            return look_up_packed(vals, _PROTO_CODE_BYTES, np.intp)
         except (KeyError, TypeError):  # another protocol (code _OTHER), or an unhashable value
             pass
     try:
